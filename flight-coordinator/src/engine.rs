@@ -1,0 +1,754 @@
+//! The query engine of the coordinator: SQL in, distributed plans and
+//! results out.
+//!
+//! It owns the DataFusion session (whose catalog mirrors the cluster
+//! catalog), classifies statements, plans queries (DataFusion planner and
+//! optimizer, then [`DistributedPlanner`]), runs merge plans, and applies
+//! DDL and DML to every shard. It knows nothing of Flight SQL; `service`
+//! maps its results to the protocol.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{QueryPlanner, SessionState};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr as SqlExpr, SqlOption, Statement, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::catalog::{Catalog, Distribution, TableMeta};
+use crate::error::{Error, Result};
+use crate::gather::{FragmentScan, FsqlQueryPlanner, ShardRoute};
+use crate::planner::{Distributed, DistributedPlanner};
+use crate::table::ClusterTable;
+use crate::workers::WorkerPool;
+
+/// The catalog and schema every cluster table lives in.
+pub const CATALOG: &str = "fsql";
+pub const SCHEMA: &str = "public";
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Serve plain unions of shard results as direct worker endpoints.
+    pub direct: bool,
+    /// Shards of a distributed table when `CREATE TABLE` gives none
+    /// (default: one per worker).
+    pub default_shards: Option<u32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            direct: true,
+            default_shards: None,
+        }
+    }
+}
+
+/// What a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// Returns rows (SELECT, VALUES, EXPLAIN, ...).
+    Query,
+    /// Returns an update count (DDL, DML).
+    Update,
+}
+
+/// A planned query.
+#[derive(Debug)]
+pub struct PlannedQuery {
+    pub query_id: String,
+    /// The schema of the result stream (every field nullable).
+    pub schema: SchemaRef,
+    pub plan: Distributed,
+}
+
+pub struct Engine {
+    pub catalog: Arc<Catalog>,
+    pub pool: Arc<WorkerPool>,
+    ctx: SessionContext,
+    planner: Arc<FsqlQueryPlanner>,
+    pub config: EngineConfig,
+}
+
+/// Replaces `?` placeholders with `$1`, `$2`, ... (outside strings and
+/// comments), so both styles bind the same way.
+pub fn number_placeholders(sql: &str) -> Result<String> {
+    if !sql.contains('?') {
+        return Ok(sql.to_string());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Error::InvalidArgument(format!("SQL error: {e}")))?;
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for t in tokens {
+        match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_one(sql: &str) -> Result<Statement> {
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| Error::InvalidArgument(format!("SQL error: {e}")))?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        0 => Err(Error::InvalidArgument("empty statement".into())),
+        n => Err(Error::InvalidArgument(format!(
+            "expected one statement, got {n}; send statements one at a time"
+        ))),
+    }
+}
+
+/// Whether a statement returns rows or an update count.
+pub fn classify(sql: &str) -> Result<StatementKind> {
+    let sql = number_placeholders(sql)?;
+    Ok(match parse_one(&sql)? {
+        Statement::Query(_) | Statement::Explain { .. } => StatementKind::Query,
+        _ => StatementKind::Update,
+    })
+}
+
+/// Makes every field nullable (result schemas promise nothing more).
+pub fn nullable_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Rebuilds a batch with exactly `schema` (casting where types differ).
+pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+fn option_value(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.clone()),
+            _ => None,
+        },
+        SqlExpr::Identifier(i) => Some(i.value.clone()),
+        _ => None,
+    }
+}
+
+/// Parsed `WITH (...)` table options.
+#[derive(Debug, Default)]
+struct TableOptions {
+    distribution: Option<String>,
+    shards: Option<u32>,
+}
+
+fn table_options(opts: &[SqlOption]) -> Result<TableOptions> {
+    let mut out = TableOptions::default();
+    for o in opts {
+        let SqlOption::KeyValue { key, value } = o else {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported table option {o}; use distribution = '...', shards = N"
+            )));
+        };
+        let v = option_value(value).ok_or_else(|| {
+            Error::InvalidArgument(format!("table option {key} needs a string or number value"))
+        })?;
+        match key.value.to_ascii_lowercase().as_str() {
+            "distribution" => out.distribution = Some(v),
+            "shards" => {
+                let n: u32 = v.parse().map_err(|_| {
+                    Error::InvalidArgument(format!("shards must be a positive integer, got {v}"))
+                })?;
+                if n == 0 || n > 4096 {
+                    return Err(Error::InvalidArgument(format!(
+                        "shards must be between 1 and 4096, got {n}"
+                    )));
+                }
+                out.shards = Some(n);
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown table option {other}; valid options: distribution, shards"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_distribution(spec: Option<&str>, schema: &Schema) -> Result<Distribution> {
+    let Some(spec) = spec else {
+        return Ok(Distribution::RoundRobin);
+    };
+    let s = spec.trim().to_ascii_lowercase();
+    if s == "reference" || s == "replicated" {
+        return Ok(Distribution::Reference);
+    }
+    if s == "round_robin" || s == "roundrobin" {
+        return Ok(Distribution::RoundRobin);
+    }
+    if let Some(inner) = s.strip_prefix("hash(").and_then(|r| r.strip_suffix(')')) {
+        let column = inner.trim().trim_matches('"');
+        let field = schema.field_with_name(column).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "distribution column {column} is not a column of the table"
+            ))
+        })?;
+        if !fsql_proto::hash::is_hashable(field.data_type()) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot hash-distribute on column {column} of type {}",
+                field.data_type()
+            )));
+        }
+        return Ok(Distribution::Hash(column.to_string()));
+    }
+    Err(Error::InvalidArgument(format!(
+        "unknown distribution '{spec}'; use 'hash(column)', 'round_robin' or 'reference'"
+    )))
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>, pool: Arc<WorkerPool>, config: EngineConfig) -> Result<Self> {
+        let planner = Arc::new(FsqlQueryPlanner {
+            pool: Arc::clone(&pool),
+        });
+        let session_config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(false);
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_default_features()
+            .with_query_planner(Arc::clone(&planner) as Arc<dyn QueryPlanner + Send + Sync>)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let engine = Self {
+            catalog,
+            pool,
+            ctx,
+            planner,
+            config,
+        };
+        for t in engine.catalog.tables() {
+            engine.register(t)?;
+        }
+        Ok(engine)
+    }
+
+    fn register(&self, meta: Arc<TableMeta>) -> Result<()> {
+        let name = meta.name.clone();
+        self.ctx.deregister_table(name.as_str())?;
+        self.ctx
+            .register_table(name.as_str(), Arc::new(ClusterTable { meta }))?;
+        Ok(())
+    }
+
+    pub fn state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Plans a SQL statement into a DataFusion logical plan (unoptimized).
+    async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+        let sql = number_placeholders(sql)?;
+        let stmt = parse_one(&sql)?;
+        self.state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// The parameter types of a statement, in `$n` order.
+    pub async fn parameter_schema(&self, sql: &str) -> Result<SchemaRef> {
+        let plan = self.logical_plan(sql).await?;
+        let types = plan.get_parameter_types()?;
+        let mut params: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let n: usize = k.trim_start_matches('$').parse().ok()?;
+                Some((n, v))
+            })
+            .collect();
+        params.sort_by_key(|(n, _)| *n);
+        Ok(Arc::new(Schema::new(
+            params
+                .into_iter()
+                .map(|(n, t)| {
+                    Field::new(
+                        format!("${n}"),
+                        match t {
+                            Some(DataType::Null) | None => DataType::Utf8,
+                            Some(t) => t,
+                        },
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    fn bind(plan: LogicalPlan, params: Option<&RecordBatch>, row: usize) -> Result<LogicalPlan> {
+        let Some(params) = params else {
+            return Ok(plan);
+        };
+        if params.num_columns() == 0 {
+            return Ok(plan);
+        }
+        let types = plan.get_parameter_types()?;
+        let mut values = Vec::with_capacity(params.num_columns());
+        for (i, column) in params.columns().iter().enumerate() {
+            let mut v = ScalarValue::try_from_array(column, row)?;
+            if let Some(Some(t)) = types.get(&format!("${}", i + 1))
+                && v.data_type() != *t
+            {
+                v = v.cast_to(t).map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "parameter ${} ({}) cannot be bound as {t}: {e}",
+                        i + 1,
+                        v.data_type()
+                    ))
+                })?;
+            }
+            values.push(v);
+        }
+        Ok(plan.with_param_values(ParamValues::List(
+            values.into_iter().map(Into::into).collect(),
+        ))?)
+    }
+
+    /// Plans a query (SELECT, VALUES, EXPLAIN) with optional bound
+    /// parameters (row `row` of `params`).
+    pub async fn plan_query(
+        &self,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        query_id: &str,
+    ) -> Result<PlannedQuery> {
+        let stmt = parse_one(&number_placeholders(sql)?)?;
+        if let Statement::Explain { statement, .. } = &stmt {
+            let batch = self.explain(&statement.to_string(), params).await?;
+            let schema = batch.schema();
+            let plan = self.ctx.read_batch(batch)?.into_unoptimized_plan();
+            return Ok(PlannedQuery {
+                query_id: query_id.to_string(),
+                schema,
+                plan: Distributed::Merged(plan),
+            });
+        }
+        if !matches!(stmt, Statement::Query(_)) {
+            return Err(Error::InvalidArgument(
+                "not a query; run DDL and DML as updates".into(),
+            ));
+        }
+        let plan = self.logical_plan(sql).await?;
+        self.plan_logical(plan, params, query_id).await
+    }
+
+    async fn plan_logical(
+        &self,
+        plan: LogicalPlan,
+        params: Option<&RecordBatch>,
+        query_id: &str,
+    ) -> Result<PlannedQuery> {
+        let plan = Self::bind(plan, params, 0)?;
+        let plan = crate::semantics::duckdb_semantics(plan)?;
+        let state = self.state();
+        let optimized = state.optimize(&plan)?;
+        let schema = nullable_schema(optimized.schema().as_arrow());
+        let planner = DistributedPlanner {
+            catalog: &self.catalog,
+            query_id,
+        };
+        let mut dist = planner.plan(&optimized)?;
+        if !self.config.direct
+            && let Distributed::Direct {
+                fragment,
+                routes,
+                label,
+            } = dist
+        {
+            dist = Distributed::Merged(fragment_scan(query_id, fragment, routes, label));
+        }
+        Ok(PlannedQuery {
+            query_id: query_id.to_string(),
+            schema,
+            plan: dist,
+        })
+    }
+
+    /// Runs a planned query to one stream of batches with `schema`.
+    pub async fn execute(&self, planned: PlannedQuery) -> Result<SendableRecordBatchStream> {
+        let plan = match planned.plan {
+            Distributed::Merged(plan) => plan,
+            Distributed::Direct {
+                fragment,
+                routes,
+                label,
+            } => fragment_scan(&planned.query_id, fragment, routes, label),
+        };
+        let state = self.state();
+        let physical = self.planner.create_physical_plan(&plan, &state).await?;
+        let stream = execute_stream(physical, state.task_ctx())?;
+        let schema = planned.schema;
+        let out_schema = Arc::clone(&schema);
+        let out = stream.map(move |b| {
+            b.and_then(|b| {
+                conform_batch(&b, &schema)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+            })
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(out_schema, out),
+        ))
+    }
+
+    /// EXPLAIN: the logical plan, the distributed plan, and each fragment's
+    /// DuckDB SQL.
+    pub async fn explain(&self, sql: &str, params: Option<&RecordBatch>) -> Result<RecordBatch> {
+        let plan = self.logical_plan(sql).await?;
+        let planned = self.plan_logical(plan, params, "explain").await?;
+        let mut rows: Vec<(String, String)> = Vec::new();
+        match &planned.plan {
+            Distributed::Direct {
+                fragment,
+                routes,
+                label,
+            } => {
+                rows.push((
+                    "distributed_plan".into(),
+                    format!(
+                        "Direct: {} endpoint(s), one per shard of {label}, read by the client from the workers\n",
+                        routes.len()
+                    ),
+                ));
+                rows.push(fragment_rows(0, fragment, routes.len()));
+            }
+            Distributed::Merged(plan) => {
+                rows.push((
+                    "distributed_plan".into(),
+                    format!("Merged at the coordinator:\n{}", plan.display_indent()),
+                ));
+                plan.apply_with_subqueries(|node| {
+                    if let LogicalPlan::Extension(ext) = node
+                        && let Some(scan) = ext.node.as_any().downcast_ref::<FragmentScan>()
+                    {
+                        rows.push(fragment_rows(scan.id, &scan.fragment, scan.routes.len()));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, true),
+            Field::new("plan", DataType::Utf8, true),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+            ],
+        )?)
+    }
+
+    /// Runs DDL or DML; returns the affected row count.
+    pub async fn execute_update(&self, sql: &str, params: Option<&RecordBatch>) -> Result<i64> {
+        let sql = number_placeholders(sql)?;
+        let stmt = parse_one(&sql)?;
+        match stmt {
+            Statement::CreateTable(mut ct) => {
+                let opts = match std::mem::take(&mut ct.table_options) {
+                    CreateTableOptions::None => TableOptions::default(),
+                    CreateTableOptions::With(o) => table_options(&o)?,
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "unsupported table options {other}; use WITH (distribution = '...', shards = N)"
+                        )));
+                    }
+                };
+                let plan = self
+                    .state()
+                    .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(
+                        ct,
+                    ))))
+                    .await?;
+                let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = plan else {
+                    return Err(Error::Unsupported(format!("unsupported CREATE TABLE: {sql}")));
+                };
+                self.create_table(c, opts, params).await
+            }
+            Statement::Query(_) | Statement::Explain { .. } => Err(Error::InvalidArgument(
+                "a query returns rows; execute it as a query, not an update".into(),
+            )),
+            other => {
+                let plan = self
+                    .state()
+                    .statement_to_plan(DFStatement::Statement(Box::new(other)))
+                    .await?;
+                match plan {
+                    LogicalPlan::Dml(dml) => self.dml(dml, params).await,
+                    LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+                        let name = d.name.table().to_string();
+                        self.drop_table(&name, d.if_exists).await?;
+                        Ok(0)
+                    }
+                    other => Err(Error::Unsupported(format!(
+                        "statement not supported by this cluster: {}",
+                        other.display()
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn create_table(
+        &self,
+        c: datafusion::logical_expr::CreateMemoryTable,
+        opts: TableOptions,
+        params: Option<&RecordBatch>,
+    ) -> Result<i64> {
+        let name = c.name.table().to_string();
+        if self.catalog.table(&name).is_some() {
+            if c.if_not_exists {
+                return Ok(0);
+            }
+            if !c.or_replace {
+                return Err(Error::AlreadyExists(format!("table {name} already exists")));
+            }
+            self.drop_table(&name, true).await?;
+        }
+        let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
+        let schema = Arc::new(c.input.schema().as_arrow().clone());
+        let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
+        let meta = self.new_table(&name, schema, distribution, opts.shards).await?;
+        if !is_ctas {
+            return Ok(0);
+        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let result = async {
+            let planned = self.plan_logical((*c.input).clone(), params, &query_id).await?;
+            let stream = self.execute(planned).await?;
+            self.write(&meta, stream.map_err(Error::from)).await
+        }
+        .await;
+        match result {
+            Ok(rows) => Ok(rows as i64),
+            Err(e) => {
+                // No half-created table.
+                if let Err(drop_err) = self.drop_table(&name, true).await {
+                    tracing::error!(table = %name, "dropping failed CREATE TABLE AS: {drop_err}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Places a new table, creates its shards on the workers, and records it.
+    pub async fn new_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        distribution: Distribution,
+        shards: Option<u32>,
+    ) -> Result<Arc<TableMeta>> {
+        let workers = self.catalog.workers();
+        if workers.is_empty() {
+            return Err(Error::Unavailable("the cluster has no live workers".into()));
+        }
+        let (shard_count, placement) = if distribution == Distribution::Reference {
+            (1, vec![workers.iter().map(|w| w.id.clone()).collect()])
+        } else {
+            let n = shards
+                .or(self.config.default_shards)
+                .unwrap_or(workers.len() as u32)
+                .max(1);
+            let placement = (0..n as usize)
+                .map(|s| vec![workers[s % workers.len()].id.clone()])
+                .collect();
+            (n, placement)
+        };
+        let meta = TableMeta {
+            name: name.to_string(),
+            schema,
+            distribution,
+            shard_count,
+            placement,
+        };
+        let schema_bytes = fsql_proto::ipc::schema_to_bytes(&meta.schema)?;
+        let created = futures::future::join_all(self.shard_replicas(&meta).into_iter().map(
+            |(target, url)| {
+                let schema = schema_bytes.clone();
+                async move {
+                    self.pool
+                        .action(
+                            &url,
+                            "create_shard",
+                            fsql_proto::worker_request::Request::CreateShard(
+                                fsql_proto::CreateShard {
+                                    target: Some(target),
+                                    schema,
+                                },
+                            ),
+                        )
+                        .await
+                }
+            },
+        ))
+        .await;
+        if let Some(err) = created.into_iter().find_map(|r| r.err()) {
+            self.drop_shards(&meta).await;
+            return Err(err);
+        }
+        let meta = self.catalog.put_table(meta)?;
+        self.register(Arc::clone(&meta))?;
+        Ok(meta)
+    }
+
+    fn shard_replicas(&self, meta: &TableMeta) -> Vec<(fsql_proto::ShardTarget, String)> {
+        let mut out = Vec::new();
+        for (shard, workers) in meta.placement.iter().enumerate() {
+            for w in workers {
+                if let Some(url) = self.catalog.worker_url(w) {
+                    out.push((
+                        fsql_proto::ShardTarget {
+                            table: meta.name.clone(),
+                            shard: shard as u32,
+                            reference: meta.is_reference(),
+                        },
+                        url,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    async fn drop_shards(&self, meta: &TableMeta) -> Vec<Error> {
+        let results = futures::future::join_all(self.shard_replicas(meta).into_iter().map(
+            |(target, url)| async move {
+                self.pool
+                    .action(
+                        &url,
+                        "drop_shard",
+                        fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
+                            target: Some(target),
+                        }),
+                    )
+                    .await
+            },
+        ))
+        .await;
+        results.into_iter().filter_map(|r| r.err()).collect()
+    }
+
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        let Some(meta) = self.catalog.table(name) else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::NotFound(format!("table {name} does not exist")));
+        };
+        let errors = self.drop_shards(&meta).await;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        self.catalog.remove_table(name)?;
+        self.ctx.deregister_table(name)?;
+        Ok(())
+    }
+
+    async fn dml(&self, dml: DmlStatement, params: Option<&RecordBatch>) -> Result<i64> {
+        let name = dml.table_name.table().to_string();
+        let meta = self
+            .catalog
+            .table(&name)
+            .ok_or_else(|| Error::NotFound(format!("table {name} does not exist")))?;
+        match dml.op {
+            WriteOp::Insert(_) => {
+                let rows_of_params = params.map(|p| p.num_rows()).unwrap_or(1).max(1);
+                let mut total = 0;
+                // One execution per parameter row (executemany).
+                for row in 0..rows_of_params {
+                    let input = Self::bind((*dml.input).clone(), params, row)?;
+                    let query_id = uuid::Uuid::new_v4().to_string();
+                    let planned = self.plan_logical(input, None, &query_id).await?;
+                    let stream = self.execute(planned).await?;
+                    total += self.write(&meta, stream.map_err(Error::from)).await?;
+                }
+                Ok(total as i64)
+            }
+            other => Err(Error::Unsupported(format!(
+                "{other} is not supported yet; tables accept INSERT, CREATE TABLE AS and DROP"
+            ))),
+        }
+    }
+
+    /// Writes batches into a table through the shard router.
+    pub async fn write(
+        &self,
+        meta: &TableMeta,
+        stream: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
+    ) -> Result<u64> {
+        let catalog = Arc::clone(&self.catalog);
+        crate::ingest::write_table(&self.pool, move |id| catalog.worker_url(id), meta, stream).await
+    }
+}
+
+fn fragment_scan(query_id: &str, fragment: LogicalPlan, routes: Vec<ShardRoute>, label: String) -> LogicalPlan {
+    LogicalPlan::Extension(datafusion::logical_expr::Extension {
+        node: Arc::new(FragmentScan {
+            id: 0,
+            query_id: query_id.to_string(),
+            schema: Arc::clone(fragment.schema()),
+            fragment: Arc::new(fragment),
+            routes,
+            label,
+        }),
+    })
+}
+
+fn fragment_rows(id: u64, fragment: &LogicalPlan, shards: usize) -> (String, String) {
+    let sql = flight_worker::sqlgen::fragment_to_sql(fragment, 0)
+        .unwrap_or_else(|e| format!("<not translatable: {e}>"));
+    (
+        format!("fragment #{id}"),
+        format!(
+            "runs on {shards} shard(s) (DuckDB SQL shown for shard 0):\n{sql}\n{}",
+            fragment.display_indent()
+        ),
+    )
+}

@@ -1,0 +1,285 @@
+//! Reading shard fragments on the coordinator.
+//!
+//! [`FragmentScan`] is the logical leaf the distributed planner puts where a
+//! shard-local subtree was cut out; [`ShardGatherExec`] is its physical form:
+//! one output partition per shard, each streaming the fragment's result
+//! from a worker with a freshly signed ticket. [`FsqlQueryPlanner`] plans
+//! the merge plan around them with DataFusion's default planner.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::common::{DFSchemaRef, Result};
+use datafusion::execution::context::{QueryPlanner, SessionState};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::Expr;
+use fsql_proto::ShardTicket;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::unavailable_df;
+use crate::workers::{TICKET_TTL, WorkerPool};
+
+/// Where one shard of a fragment can be read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct ShardRoute {
+    pub shard: u32,
+    /// Flight URLs of the workers holding the shard, preferred first.
+    pub urls: Vec<String>,
+}
+
+/// A shard-local fragment, read from every shard and unioned.
+#[derive(Debug, Clone)]
+pub struct FragmentScan {
+    pub id: u64,
+    pub query_id: String,
+    pub fragment: Arc<LogicalPlan>,
+    pub routes: Vec<ShardRoute>,
+    pub schema: DFSchemaRef,
+    /// What the fragment reads, for EXPLAIN.
+    pub label: String,
+}
+
+impl PartialEq for FragmentScan {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for FragmentScan {}
+impl Hash for FragmentScan {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
+}
+impl PartialOrd for FragmentScan {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.id.partial_cmp(&other.id)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for FragmentScan {
+    fn name(&self) -> &str {
+        "FragmentScan"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "FragmentScan: {} shard(s) of {} [fragment #{}]",
+            self.routes.len(),
+            self.label,
+            self.id
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// Reads one fragment from every shard; partition `i` is shard route `i`.
+#[derive(Debug)]
+pub struct ShardGatherExec {
+    schema: SchemaRef,
+    query_id: String,
+    fragment: Bytes,
+    expected_schema: Bytes,
+    routes: Vec<ShardRoute>,
+    pool: Arc<WorkerPool>,
+    properties: Arc<PlanProperties>,
+    label: String,
+}
+
+impl ShardGatherExec {
+    pub fn try_new(node: &FragmentScan, pool: Arc<WorkerPool>) -> Result<Self> {
+        let schema: SchemaRef = Arc::new(node.schema.as_arrow().clone());
+        let fragment = flight_worker::fragment::encode_fragment(&node.fragment)?;
+        let expected_schema = fsql_proto::ipc::schema_to_bytes(&schema)?;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(node.routes.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            schema,
+            query_id: node.query_id.clone(),
+            fragment,
+            expected_schema,
+            routes: node.routes.clone(),
+            pool,
+            properties,
+            label: node.label.clone(),
+        })
+    }
+}
+
+impl DisplayAs for ShardGatherExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ShardGatherExec: {} shard(s) of {}", self.routes.len(), self.label)
+    }
+}
+
+/// Signs a ticket for one shard of a fragment.
+pub fn shard_ticket(
+    pool: &WorkerPool,
+    query_id: &str,
+    shard: u32,
+    fragment: &Bytes,
+    expected_schema: &Bytes,
+) -> Bytes {
+    let mut t = ShardTicket {
+        version: fsql_proto::WIRE_VERSION,
+        query_id: query_id.to_string(),
+        shard,
+        fragment: fragment.clone(),
+        expected_schema: expected_schema.clone(),
+        expires_at_ms: fsql_proto::now_ms() + TICKET_TTL.as_millis() as i64,
+        signature: Bytes::new(),
+    };
+    pool.signer().sign(&mut t)
+}
+
+impl ExecutionPlan for ShardGatherExec {
+    fn name(&self) -> &str {
+        "ShardGatherExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = Arc::clone(&self.schema);
+        let Some(route) = self.routes.get(partition).cloned() else {
+            // No shards at all: an empty stream.
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let pool = Arc::clone(&self.pool);
+        let ticket = shard_ticket(
+            &pool,
+            &self.query_id,
+            route.shard,
+            &self.fragment,
+            &self.expected_schema,
+        );
+        let label = self.label.clone();
+        let stream = futures::stream::once(async move {
+            let Some(url) = route.urls.first().cloned() else {
+                return Err(unavailable_df(format!(
+                    "shard {} of {label} has no live replica",
+                    route.shard
+                )));
+            };
+            let s = pool.get(&url, ticket).await.map_err(|e| match e {
+                crate::error::Error::Unavailable(m) => {
+                    unavailable_df(format!("shard {} of {label}: {m}", route.shard))
+                }
+                other => datafusion::error::DataFusionError::External(Box::new(
+                    tonic::Status::from(other),
+                )),
+            })?;
+            Ok(s.map_err(move |e| match e {
+                arrow_flight::error::FlightError::Tonic(s) => {
+                    datafusion::error::DataFusionError::External(Box::new(tonic::Status::new(
+                        s.code(),
+                        format!("worker {url}: {}", s.message()),
+                    )))
+                }
+                other => datafusion::error::DataFusionError::External(Box::new(other)),
+            }))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed())))
+    }
+}
+
+struct FragmentPlanner {
+    pool: Arc<WorkerPool>,
+}
+
+#[async_trait]
+impl ExtensionPlanner for FragmentPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        _physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session_state: &SessionState,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(scan) = node.as_any().downcast_ref::<FragmentScan>() else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(ShardGatherExec::try_new(
+            scan,
+            Arc::clone(&self.pool),
+        )?)))
+    }
+}
+
+/// DataFusion's physical planner plus [`FragmentScan`] support.
+#[derive(Debug)]
+pub struct FsqlQueryPlanner {
+    pub pool: Arc<WorkerPool>,
+}
+
+#[async_trait]
+impl QueryPlanner for FsqlQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &SessionState,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+            FragmentPlanner {
+                pool: Arc::clone(&self.pool),
+            },
+        )]);
+        planner
+            .create_physical_plan(logical_plan, session_state)
+            .await
+    }
+}

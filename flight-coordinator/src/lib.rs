@@ -1,0 +1,25 @@
+//! The coordinator: the cluster's Flight SQL endpoint.
+//!
+//! It owns sessions and the Flight SQL protocol (`service`), the catalog and
+//! worker set (`catalog`), SQL planning with DataFusion and the distributed
+//! planner (`engine`, `planner`, `semantics`), the merge executor that reads
+//! shard fragments (`gather`), the shard router for every write (`ingest`,
+//! `ingest_cmd`), and the embedded `local` cluster. It never touches DuckDB
+//! directly: workers do, through signed tickets and requests.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod gather;
+pub mod ingest;
+pub mod ingest_cmd;
+pub mod local;
+pub mod planner;
+pub mod semantics;
+pub mod server;
+pub mod service;
+pub mod table;
+pub mod tpch;
+pub mod workers;
+
+pub use error::{Error, Result};

@@ -1,0 +1,152 @@
+//! The embedded local cluster: a coordinator and N workers in one process,
+//! on loopback, with the in-process catalog. No etcd, no other setup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flight_worker::{WorkerConfig, WorkerHandle};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::error::{Error, Result};
+use crate::server::{CoordinatorConfig, CoordinatorHandle};
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub workers: usize,
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// DuckDB threads per worker (default: DuckDB's own choice).
+    pub worker_threads: Option<usize>,
+    pub worker_memory_limit: Option<String>,
+}
+
+pub struct LocalCluster {
+    pub coordinator: CoordinatorHandle,
+    pub workers: Vec<WorkerHandle>,
+}
+
+impl LocalCluster {
+    /// Starts the workers on ephemeral loopback ports and the coordinator
+    /// on `listener`.
+    pub async fn start(config: LocalConfig, listener: TcpListener) -> Result<Self> {
+        if config.workers == 0 {
+            return Err(Error::InvalidArgument("a local cluster needs at least one worker".into()));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let secret = local_secret(&config.data_dir)?;
+        let mut workers = Vec::new();
+        for i in 0..config.workers {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| Error::Internal(format!("binding a worker port: {e}")))?;
+            let w = flight_worker::start(
+                WorkerConfig {
+                    data_dir: config.data_dir.join(format!("worker-{i}")),
+                    secret: secret.clone(),
+                    memory_limit: config.worker_memory_limit.clone(),
+                    threads: config.worker_threads,
+                },
+                l,
+            )
+            .await
+            .map_err(|e| Error::Internal(format!("starting worker {i}: {e}")))?;
+            workers.push(w);
+        }
+        let urls = workers.iter().map(|w| w.url()).collect();
+        let coordinator = crate::server::start(
+            CoordinatorConfig {
+                secret,
+                data_dir: Some(config.data_dir.join("coordinator")),
+                engine: config.engine,
+            },
+            urls,
+            listener,
+        )
+        .await?;
+        Ok(Self {
+            coordinator,
+            workers,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.coordinator.addr()
+    }
+
+    pub fn url(&self) -> String {
+        self.coordinator.url()
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.coordinator.engine()
+    }
+
+    pub async fn shutdown(self) {
+        self.coordinator.shutdown().await;
+        for w in self.workers {
+            w.shutdown().await;
+        }
+    }
+}
+
+/// The local cluster's secret, kept in its data dir so tickets survive a
+/// restart.
+fn local_secret(dir: &std::path::Path) -> Result<Bytes> {
+    std::fs::create_dir_all(dir.join("coordinator"))
+        .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("coordinator").join("secret");
+    if let Ok(s) = std::fs::read(&path)
+        && !s.is_empty()
+    {
+        return Ok(Bytes::from(s));
+    }
+    let secret: [u8; 32] = rand::random();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &hex)
+        .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))?;
+    Ok(Bytes::from(hex))
+}
+
+/// Generates TPC-H at scale factor `sf` and loads it through the cluster's
+/// own ingest path. Tables that already exist are left alone.
+pub async fn load_tpch(engine: &Engine, sf: f64, shards: u32) -> Result<()> {
+    for table in crate::tpch::TABLES {
+        if engine.catalog.table(table).is_some() {
+            tracing::info!(table, "TPC-H table exists, not reloading");
+            continue;
+        }
+        engine
+            .execute_update(&crate::tpch::create_table_sql(table, shards), None)
+            .await?;
+        let meta = engine
+            .catalog
+            .table(table)
+            .ok_or_else(|| Error::Internal(format!("table {table} vanished")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let name = table.to_string();
+        let generator = tokio::task::spawn_blocking(move || -> Result<()> {
+            let batches = crate::tpch::generate(&name, sf, 64 * 1024).map_err(Error::Internal)?;
+            for b in batches {
+                if tx.blocking_send(Ok(b)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let started = std::time::Instant::now();
+        let rows = engine
+            .write(&meta, tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+            .await?;
+        generator
+            .await
+            .map_err(|e| Error::Internal(format!("TPC-H generator: {e}")))??;
+        tracing::info!(table, rows, secs = started.elapsed().as_secs_f64(), "loaded TPC-H table");
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The flight-worker: an Arrow Flight service over one DuckDB database file
+//! holding this worker's shards.
+//!
+//! A worker keeps shard tables in `<data_dir>/shards.duckdb` and a stable id
+//! in `<data_dir>/worker_id`. The coordinator talks to it with signed
+//! messages only (see `fsql-proto`):
+//!
+//! * `DoGet(ShardTicket)` decodes the ticket's fragment ([`fragment`]),
+//!   turns it into DuckDB SQL ([`sqlgen`]), runs it and streams Arrow cast
+//!   to the schema the ticket expects;
+//! * `DoPut(ShardWrite)` appends a stream of batches to a shard in one
+//!   transaction;
+//! * `DoAction` creates and drops shard tables, reports their stats, and
+//!   answers an unsigned `health` probe.
+//!
+//! Modules: [`config`] (command line and runtime configuration), [`error`]
+//! (the error type and its gRPC codes), [`storage`] (everything that talks
+//! to DuckDB, all blocking), [`service`] (the Flight service: async, moves
+//! DuckDB work to the blocking pool through bounded channels) and the
+//! [`start`]/[`run`] seam used by the binary, by the coordinator's embedded
+//! `local` mode and by tests. The worker does not plan queries, route rows
+//! or know about other workers.
+
+pub mod config;
+pub mod error;
+pub mod fragment;
+mod server;
+pub mod service;
+pub mod sqlgen;
+pub mod storage;
+
+pub use config::{WorkerArgs, WorkerConfig};
+pub use error::{Error, Result};
+pub use server::{SHUTDOWN_GRACE, WorkerHandle, run, start};
+pub use service::{
+    ACTION_CREATE_SHARD, ACTION_DROP_SHARD, ACTION_HEALTH, ACTION_SHARD_STATS, QUERY_ID_HEADER,
+    WorkerService,
+};

@@ -1,0 +1,198 @@
+//! Starting and stopping a worker.
+//!
+//! [`start`] opens the database and serves the Flight service on a listener
+//! the caller bound (port 0 in tests, the configured address in the
+//! binary, ephemeral ports in the coordinator's `local` mode). The returned
+//! [`WorkerHandle`] shuts it down gracefully; [`run`] is the same for callers
+//! that only want to wait for a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fsql_proto::sign::Signer;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
+use crate::service::WorkerService;
+use crate::storage::Storage;
+
+/// How long a shutdown waits for open streams before cutting them off.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a shutdown waits for connections after cutting streams off.
+const SHUTDOWN_HARD: Duration = Duration::from_secs(5);
+
+/// Opens the worker's database and serves the Flight service on `listener`
+/// until [`WorkerHandle::shutdown`].
+pub async fn start(config: WorkerConfig, listener: TcpListener) -> Result<WorkerHandle> {
+    config.validate()?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        what: "reading the listen address of",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let signer = Signer::new(config.secret.clone());
+    let storage = tokio::task::spawn_blocking(move || Storage::open(&config)).await??;
+    let storage = Arc::new(storage);
+    let id = storage.worker_id().to_string();
+
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let service = WorkerService::new(
+        Arc::clone(&storage),
+        signer,
+        tasks.clone(),
+        abort.clone(),
+    );
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(conn) = &conn {
+            // Small messages (actions, the schema of a stream) must not wait
+            // for Nagle.
+            let _ = conn.set_nodelay(true);
+        }
+        conn
+    });
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
+    );
+    tracing::info!(worker_id = %id, %addr, db = %storage.path().display(), "worker serving");
+    Ok(WorkerHandle {
+        id,
+        addr,
+        abort,
+        tasks,
+        storage,
+        server: Some(server),
+        _stop_on_drop: stop.clone().drop_guard(),
+        stop,
+    })
+}
+
+/// Starts a worker and serves until `shutdown` completes (or the server
+/// fails), then shuts down gracefully.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    start(config, listener).await?.run_until(shutdown).await
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    id: String,
+    addr: SocketAddr,
+    /// Stops accepting connections and requests.
+    stop: CancellationToken,
+    /// Cuts open streams off and interrupts their queries.
+    abort: CancellationToken,
+    tasks: TaskTracker,
+    storage: Arc<Storage>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// A handle dropped without `shutdown` still stops accepting requests.
+    _stop_on_drop: DropGuard,
+}
+
+impl WorkerHandle {
+    /// The stable worker id (kept in the data directory).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The address the worker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Flight URL of the worker, `grpc://ip:port`.
+    pub fn url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// Serves until `shutdown` completes or the server fails, then shuts
+    /// down gracefully. A server failure is returned.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let failed = match self.server.as_mut() {
+            Some(server) => tokio::select! {
+                () = shutdown => None,
+                served = server => {
+                    self.server = None;
+                    Some(flatten(served))
+                }
+            },
+            None => None,
+        };
+        self.shutdown_within(SHUTDOWN_GRACE).await;
+        match failed {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops accepting work, lets open streams finish (up to
+    /// [`SHUTDOWN_GRACE`], then cuts them off with an error and interrupts
+    /// their queries), waits for DuckDB to be idle and closes the database.
+    pub async fn shutdown(self) {
+        self.shutdown_within(SHUTDOWN_GRACE).await;
+    }
+
+    /// [`Self::shutdown`] with another grace period for open streams.
+    pub async fn shutdown_within(mut self, grace: Duration) {
+        tracing::info!(worker_id = %self.id, "worker shutting down");
+        self.stop.cancel();
+        if let Some(mut server) = self.server.take() {
+            let served = match tokio::time::timeout(grace, &mut server).await {
+                Ok(served) => Some(served),
+                Err(_) => {
+                    tracing::warn!(
+                        "streams still open after {grace:?}; cutting them off"
+                    );
+                    self.abort.cancel();
+                    match tokio::time::timeout(SHUTDOWN_HARD, &mut server).await {
+                        Ok(served) => Some(served),
+                        Err(_) => {
+                            tracing::warn!("connections still open; closing the server anyway");
+                            server.abort();
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(Err(e)) = served.map(flatten) {
+                tracing::error!("gRPC server: {e}");
+            }
+        }
+        // Nothing may use the database once this returns.
+        self.abort.cancel();
+        let storage = Arc::clone(&self.storage);
+        if let Err(e) = tokio::task::spawn_blocking(move || storage.close()).await {
+            tracing::error!("closing the database: {e}");
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+        let storage = self.storage;
+        // The last connection closes (and checkpoints) the database file.
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(storage)).await {
+            tracing::error!("closing the database: {e}");
+        }
+        tracing::info!(worker_id = %self.id, "worker stopped");
+    }
+}
+
+fn flatten(
+    served: std::result::Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<()> {
+    Ok(served??)
+}

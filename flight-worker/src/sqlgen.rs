@@ -1,0 +1,633 @@
+//! Fragment → DuckDB SQL.
+//!
+//! Turns a fragment (a small DataFusion `LogicalPlan` built by the
+//! coordinator's distributed planner) into one DuckDB `SELECT`. Every plan
+//! node becomes a subquery whose output columns are named positionally
+//! (`c0`, `c1`, ...), so names and qualifiers of the original query never
+//! collide; the worker then casts the result by position to the schema the
+//! ticket expects.
+//!
+//! The translation keeps DataFusion's semantics where DuckDB's differ:
+//! integer `/` is integer division (truncating), literals carry their exact
+//! types, `LIKE` without `ESCAPE` treats `\` as the escape character. Any
+//! node or expression not listed here is refused with `NotImplemented`; the
+//! coordinator uses that same refusal to decide what it must compute itself,
+//! so a fragment that reaches a worker always translates.
+
+use std::fmt::Write;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{
+    Column, DFSchema, DataFusionError, JoinType, NullEquality, Result, ScalarValue,
+};
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::expr::{AggregateFunction, Alias, ScalarFunction};
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Case, Cast, Distinct, ExprSchemable, Like, LogicalPlan, Operator,
+    SortExpr, TryCast,
+};
+use datafusion::prelude::Expr;
+
+use crate::fragment::ShardScanTable;
+
+fn unsupported<T>(what: impl std::fmt::Display) -> Result<T> {
+    Err(DataFusionError::NotImplemented(format!(
+        "cannot run on a shard: {what}"
+    )))
+}
+
+/// Translates a fragment into DuckDB SQL for `shard`.
+pub fn fragment_to_sql(plan: &LogicalPlan, shard: u32) -> Result<String> {
+    let gen = Gen { shard };
+    let body = gen.plan(plan)?;
+    // The outermost query keeps the positional names; the worker renames by
+    // position to the expected schema.
+    Ok(body)
+}
+
+/// The DuckDB type name for an Arrow type.
+pub fn duckdb_type(dt: &DataType) -> Result<String> {
+    use DataType::*;
+    Ok(match dt {
+        Null => "INTEGER".into(),
+        Boolean => "BOOLEAN".into(),
+        Int8 => "TINYINT".into(),
+        Int16 => "SMALLINT".into(),
+        Int32 => "INTEGER".into(),
+        Int64 => "BIGINT".into(),
+        UInt8 => "UTINYINT".into(),
+        UInt16 => "USMALLINT".into(),
+        UInt32 => "UINTEGER".into(),
+        UInt64 => "UBIGINT".into(),
+        Float16 | Float32 => "FLOAT".into(),
+        Float64 => "DOUBLE".into(),
+        Utf8 | LargeUtf8 | Utf8View => "VARCHAR".into(),
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BLOB".into(),
+        Date32 | Date64 => "DATE".into(),
+        Time32(_) | Time64(_) => "TIME".into(),
+        Timestamp(unit, tz) => {
+            let base = match unit {
+                TimeUnit::Second => "TIMESTAMP_S",
+                TimeUnit::Millisecond => "TIMESTAMP_MS",
+                TimeUnit::Microsecond => "TIMESTAMP",
+                TimeUnit::Nanosecond => "TIMESTAMP_NS",
+            };
+            if tz.is_some() {
+                "TIMESTAMPTZ".into()
+            } else {
+                base.into()
+            }
+        }
+        Decimal128(p, s) if *p <= 38 && *s >= 0 => format!("DECIMAL({p},{s})"),
+        Interval(_) | Duration(_) => "INTERVAL".into(),
+        List(f) | LargeList(f) => format!("{}[]", duckdb_type(f.data_type())?),
+        other => return unsupported(format!("type {other} has no DuckDB equivalent")),
+    })
+}
+
+struct Gen {
+    shard: u32,
+}
+
+/// How column references resolve inside one node's expressions.
+enum Scope<'a> {
+    /// A single input subquery with positional columns.
+    Single(&'a DFSchema),
+    /// A join: left columns as `l.cN`, right as `r.cN`.
+    Join(&'a DFSchema, &'a DFSchema),
+    /// A base table scan: columns by their own names.
+    Table(&'a DFSchema),
+}
+
+impl Scope<'_> {
+    fn column(&self, col: &Column) -> Result<String> {
+        match self {
+            Scope::Single(s) => Ok(format!("c{}", s.index_of_column(col)?)),
+            Scope::Join(l, r) => {
+                if let Ok(i) = l.index_of_column(col) {
+                    Ok(format!("l.c{i}"))
+                } else {
+                    Ok(format!("r.c{}", r.index_of_column(col)?))
+                }
+            }
+            Scope::Table(s) => {
+                let i = s.index_of_column(col)?;
+                Ok(fsql_proto::quote_ident(s.field(i).name()))
+            }
+        }
+    }
+
+    fn type_of(&self, e: &Expr) -> Result<DataType> {
+        match self {
+            Scope::Single(s) | Scope::Table(s) => e.get_type(*s),
+            Scope::Join(l, r) => {
+                let merged = l.join(r)?;
+                e.get_type(&merged)
+            }
+        }
+    }
+}
+
+fn cols(n: usize, prefix: &str) -> String {
+    (0..n)
+        .map(|i| format!("{prefix}c{i} AS c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Gen {
+    fn plan(&self, plan: &LogicalPlan) -> Result<String> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let provider = source_as_provider(&scan.source)?;
+                let Some(table) = provider.downcast_ref::<ShardScanTable>() else {
+                    return unsupported(format!("scan of {}", scan.table_name));
+                };
+                let name = fsql_proto::shard_table_name(&table.table, self.shard, table.reference);
+                let full = DFSchema::try_from_qualified_schema(
+                    scan.table_name.clone(),
+                    &table.schema,
+                )?;
+                let scope = Scope::Table(&full);
+                let projection: Vec<usize> = match &scan.projection {
+                    Some(p) => p.clone(),
+                    None => (0..table.schema.fields().len()).collect(),
+                };
+                let mut sql = String::from("SELECT ");
+                if projection.is_empty() {
+                    // DuckDB needs at least one column; the parent only counts rows.
+                    sql.push_str("NULL AS c0");
+                }
+                for (out, idx) in projection.iter().enumerate() {
+                    let field = table.schema.fields().get(*idx).ok_or_else(|| {
+                        DataFusionError::Plan(format!("projection index {idx} out of range"))
+                    })?;
+                    if out > 0 {
+                        sql.push_str(", ");
+                    }
+                    let _ = write!(
+                        sql,
+                        "{} AS c{out}",
+                        fsql_proto::quote_ident(field.name())
+                    );
+                }
+                let _ = write!(sql, " FROM {}", fsql_proto::quote_ident(&name));
+                if !scan.filters.is_empty() {
+                    let preds = scan
+                        .filters
+                        .iter()
+                        .map(|f| self.expr(f, &scope))
+                        .collect::<Result<Vec<_>>>()?;
+                    let _ = write!(sql, " WHERE {}", preds.join(" AND "));
+                }
+                if let Some(n) = scan.fetch {
+                    let _ = write!(sql, " LIMIT {n}");
+                }
+                Ok(sql)
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.plan(&p.input)?;
+                let scope = Scope::Single(p.input.schema());
+                let exprs = p
+                    .expr
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| Ok(format!("{} AS c{i}", self.expr(e, &scope)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let list = if exprs.is_empty() {
+                    "NULL AS c0".to_string()
+                } else {
+                    exprs.join(", ")
+                };
+                Ok(format!("SELECT {list} FROM ({input}) AS t"))
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.plan(&f.input)?;
+                let scope = Scope::Single(f.input.schema());
+                let pred = self.expr(&f.predicate, &scope)?;
+                let n = f.input.schema().fields().len();
+                Ok(format!(
+                    "SELECT {} FROM ({input}) AS t WHERE {pred}",
+                    cols(n, "")
+                ))
+            }
+            LogicalPlan::SubqueryAlias(a) => self.plan(&a.input),
+            LogicalPlan::Aggregate(a) => {
+                let input = self.plan(&a.input)?;
+                let scope = Scope::Single(a.input.schema());
+                let mut select = Vec::new();
+                let mut group = Vec::new();
+                for e in &a.group_expr {
+                    if matches!(e, Expr::GroupingSet(_)) {
+                        return unsupported("grouping sets");
+                    }
+                    let s = self.expr(e, &scope)?;
+                    select.push(format!("{s} AS c{}", select.len()));
+                    group.push(s);
+                }
+                for e in &a.aggr_expr {
+                    let s = self.expr(e, &scope)?;
+                    select.push(format!("{s} AS c{}", select.len()));
+                }
+                if select.is_empty() {
+                    select.push("NULL AS c0".into());
+                }
+                let mut sql = format!("SELECT {} FROM ({input}) AS t", select.join(", "));
+                if !group.is_empty() {
+                    let _ = write!(sql, " GROUP BY {}", group.join(", "));
+                }
+                Ok(sql)
+            }
+            LogicalPlan::Sort(s) => {
+                let input = self.plan(&s.input)?;
+                let scope = Scope::Single(s.input.schema());
+                let order = self.order_by(&s.expr, &scope)?;
+                let n = s.input.schema().fields().len();
+                let mut sql = format!("SELECT {} FROM ({input}) AS t ORDER BY {order}", cols(n, ""));
+                if let Some(f) = s.fetch {
+                    let _ = write!(sql, " LIMIT {f}");
+                }
+                Ok(sql)
+            }
+            LogicalPlan::Limit(l) => {
+                let input = self.plan(&l.input)?;
+                let n = l.input.schema().fields().len();
+                let mut sql = format!("SELECT {} FROM ({input}) AS t", cols(n, ""));
+                let fetch = match l.get_fetch_type()? {
+                    datafusion::logical_expr::logical_plan::FetchType::Literal(f) => f,
+                    _ => return unsupported("non-literal LIMIT"),
+                };
+                let skip = match l.get_skip_type()? {
+                    datafusion::logical_expr::logical_plan::SkipType::Literal(s) => s,
+                    _ => return unsupported("non-literal OFFSET"),
+                };
+                if let Some(f) = fetch {
+                    let _ = write!(sql, " LIMIT {f}");
+                }
+                if skip > 0 {
+                    let _ = write!(sql, " OFFSET {skip}");
+                }
+                Ok(sql)
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let inner = self.plan(input)?;
+                let n = input.schema().fields().len();
+                Ok(format!("SELECT DISTINCT {} FROM ({inner}) AS t", cols(n, "")))
+            }
+            LogicalPlan::Join(j) => {
+                let left = self.plan(&j.left)?;
+                let right = self.plan(&j.right)?;
+                let scope = Scope::Join(j.left.schema(), j.right.schema());
+                let mut conds = Vec::new();
+                for (l, r) in &j.on {
+                    let (l, r) = (self.expr(l, &scope)?, self.expr(r, &scope)?);
+                    conds.push(match j.null_equality {
+                        NullEquality::NullEqualsNothing => format!("{l} = {r}"),
+                        NullEquality::NullEqualsNull => format!("{l} IS NOT DISTINCT FROM {r}"),
+                    });
+                }
+                if let Some(f) = &j.filter {
+                    conds.push(self.expr(f, &scope)?);
+                }
+                let on = if conds.is_empty() {
+                    "TRUE".to_string()
+                } else {
+                    conds.join(" AND ")
+                };
+                let nl = j.left.schema().fields().len();
+                let nr = j.right.schema().fields().len();
+                let both = || {
+                    let mut v: Vec<String> = (0..nl).map(|i| format!("l.c{i} AS c{i}")).collect();
+                    v.extend((0..nr).map(|i| format!("r.c{i} AS c{}", nl + i)));
+                    v.join(", ")
+                };
+                let sql = match j.join_type {
+                    JoinType::Inner => {
+                        format!("SELECT {} FROM ({left}) AS l JOIN ({right}) AS r ON {on}", both())
+                    }
+                    JoinType::Left => format!(
+                        "SELECT {} FROM ({left}) AS l LEFT JOIN ({right}) AS r ON {on}",
+                        both()
+                    ),
+                    JoinType::Right => format!(
+                        "SELECT {} FROM ({left}) AS l RIGHT JOIN ({right}) AS r ON {on}",
+                        both()
+                    ),
+                    JoinType::Full => format!(
+                        "SELECT {} FROM ({left}) AS l FULL JOIN ({right}) AS r ON {on}",
+                        both()
+                    ),
+                    JoinType::LeftSemi => format!(
+                        "SELECT {} FROM ({left}) AS l WHERE EXISTS (SELECT 1 FROM ({right}) AS r WHERE {on})",
+                        cols(nl, "l.")
+                    ),
+                    JoinType::LeftAnti if !j.null_aware => format!(
+                        "SELECT {} FROM ({left}) AS l WHERE NOT EXISTS (SELECT 1 FROM ({right}) AS r WHERE {on})",
+                        cols(nl, "l.")
+                    ),
+                    JoinType::RightSemi => format!(
+                        "SELECT {} FROM ({right}) AS r WHERE EXISTS (SELECT 1 FROM ({left}) AS l WHERE {on})",
+                        cols(nr, "r.")
+                    ),
+                    JoinType::RightAnti => format!(
+                        "SELECT {} FROM ({right}) AS r WHERE NOT EXISTS (SELECT 1 FROM ({left}) AS l WHERE {on})",
+                        cols(nr, "r.")
+                    ),
+                    other => return unsupported(format!("{other} join")),
+                };
+                Ok(sql)
+            }
+            other => unsupported(format!("plan node {}", other.display())),
+        }
+    }
+
+    fn order_by(&self, exprs: &[SortExpr], scope: &Scope) -> Result<String> {
+        Ok(exprs
+            .iter()
+            .map(|s| {
+                Ok(format!(
+                    "{} {} {}",
+                    self.expr(&s.expr, scope)?,
+                    if s.asc { "ASC" } else { "DESC" },
+                    if s.nulls_first {
+                        "NULLS FIRST"
+                    } else {
+                        "NULLS LAST"
+                    }
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .join(", "))
+    }
+
+    fn expr(&self, e: &Expr, scope: &Scope) -> Result<String> {
+        Ok(match e {
+            Expr::Alias(Alias { expr, .. }) => self.expr(expr, scope)?,
+            Expr::Column(c) => scope.column(c)?,
+            Expr::Literal(v, _) => literal(v)?,
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let l = self.expr(left, scope)?;
+                let r = self.expr(right, scope)?;
+                let op_sql = match op {
+                    Operator::Eq => "=",
+                    Operator::NotEq => "<>",
+                    Operator::Lt => "<",
+                    Operator::LtEq => "<=",
+                    Operator::Gt => ">",
+                    Operator::GtEq => ">=",
+                    Operator::Plus => "+",
+                    Operator::Minus => "-",
+                    Operator::Multiply => "*",
+                    Operator::Divide => {
+                        let lt = scope.type_of(left)?;
+                        let rt = scope.type_of(right)?;
+                        if lt.is_integer() && rt.is_integer() {
+                            // DataFusion divides integers with truncation
+                            // toward zero and fails on a zero divisor;
+                            // DuckDB's `/` would return a DOUBLE.
+                            return Ok(format!(
+                                "(CASE WHEN {r} = 0 THEN error('Divide by zero error') ELSE {l} // {r} END)"
+                            ));
+                        }
+                        "/"
+                    }
+                    Operator::Modulo => "%",
+                    Operator::And => "AND",
+                    Operator::Or => "OR",
+                    Operator::IsDistinctFrom => "IS DISTINCT FROM",
+                    Operator::IsNotDistinctFrom => "IS NOT DISTINCT FROM",
+                    Operator::StringConcat => "||",
+                    Operator::RegexMatch => return Ok(format!("regexp_matches({l}, {r})")),
+                    Operator::RegexNotMatch => {
+                        return Ok(format!("(NOT regexp_matches({l}, {r}))"));
+                    }
+                    Operator::RegexIMatch => {
+                        return Ok(format!("regexp_matches({l}, {r}, 'i')"));
+                    }
+                    Operator::RegexNotIMatch => {
+                        return Ok(format!("(NOT regexp_matches({l}, {r}, 'i'))"));
+                    }
+                    Operator::BitwiseAnd => "&",
+                    Operator::BitwiseOr => "|",
+                    Operator::BitwiseXor => return Ok(format!("xor({l}, {r})")),
+                    Operator::BitwiseShiftLeft => "<<",
+                    Operator::BitwiseShiftRight => ">>",
+                    other => return unsupported(format!("operator {other}")),
+                };
+                format!("({l} {op_sql} {r})")
+            }
+            Expr::Like(Like {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+                case_insensitive,
+            }) => {
+                let esc = escape_char.unwrap_or('\\');
+                format!(
+                    "({} {}{} {} ESCAPE {})",
+                    self.expr(expr, scope)?,
+                    if *negated { "NOT " } else { "" },
+                    if *case_insensitive { "ILIKE" } else { "LIKE" },
+                    self.expr(pattern, scope)?,
+                    quote_str(&esc.to_string())
+                )
+            }
+            Expr::Not(x) => format!("(NOT {})", self.expr(x, scope)?),
+            Expr::IsNull(x) => format!("({} IS NULL)", self.expr(x, scope)?),
+            Expr::IsNotNull(x) => format!("({} IS NOT NULL)", self.expr(x, scope)?),
+            Expr::IsTrue(x) => format!("({} IS TRUE)", self.expr(x, scope)?),
+            Expr::IsFalse(x) => format!("({} IS FALSE)", self.expr(x, scope)?),
+            Expr::IsUnknown(x) => format!("({} IS NULL)", self.expr(x, scope)?),
+            Expr::IsNotTrue(x) => format!("({} IS NOT TRUE)", self.expr(x, scope)?),
+            Expr::IsNotFalse(x) => format!("({} IS NOT FALSE)", self.expr(x, scope)?),
+            Expr::IsNotUnknown(x) => format!("({} IS NOT NULL)", self.expr(x, scope)?),
+            Expr::Negative(x) => format!("(- {})", self.expr(x, scope)?),
+            Expr::Between(Between {
+                expr,
+                negated,
+                low,
+                high,
+            }) => format!(
+                "({} {}BETWEEN {} AND {})",
+                self.expr(expr, scope)?,
+                if *negated { "NOT " } else { "" },
+                self.expr(low, scope)?,
+                self.expr(high, scope)?
+            ),
+            Expr::Case(Case {
+                expr,
+                when_then_expr,
+                else_expr,
+            }) => {
+                let mut s = String::from("CASE");
+                if let Some(e) = expr {
+                    let _ = write!(s, " {}", self.expr(e, scope)?);
+                }
+                for (w, t) in when_then_expr {
+                    let _ = write!(
+                        s,
+                        " WHEN {} THEN {}",
+                        self.expr(w, scope)?,
+                        self.expr(t, scope)?
+                    );
+                }
+                if let Some(e) = else_expr {
+                    let _ = write!(s, " ELSE {}", self.expr(e, scope)?);
+                }
+                s.push_str(" END");
+                s
+            }
+            Expr::Cast(Cast { expr, field }) => format!(
+                "CAST({} AS {})",
+                self.expr(expr, scope)?,
+                duckdb_type(field.data_type())?
+            ),
+            Expr::TryCast(TryCast { expr, field }) => format!(
+                "TRY_CAST({} AS {})",
+                self.expr(expr, scope)?,
+                duckdb_type(field.data_type())?
+            ),
+            Expr::InList(l) => {
+                let items = l
+                    .list
+                    .iter()
+                    .map(|x| self.expr(x, scope))
+                    .collect::<Result<Vec<_>>>()?;
+                format!(
+                    "({} {}IN ({}))",
+                    self.expr(&l.expr, scope)?,
+                    if l.negated { "NOT " } else { "" },
+                    items.join(", ")
+                )
+            }
+            Expr::ScalarFunction(f) => self.scalar_function(f, scope)?,
+            Expr::AggregateFunction(f) => self.aggregate(f, scope)?,
+            other => return unsupported(format!("expression {other}")),
+        })
+    }
+
+    fn args(&self, args: &[Expr], scope: &Scope) -> Result<Vec<String>> {
+        args.iter().map(|a| self.expr(a, scope)).collect()
+    }
+
+    fn scalar_function(&self, f: &ScalarFunction, scope: &Scope) -> Result<String> {
+        let name = f.func.name();
+        let args = self.args(&f.args, scope)?;
+        let same = |duck: &str| format!("{duck}({})", args.join(", "));
+        Ok(match name {
+            "abs" | "ceil" | "floor" | "sqrt" | "exp" | "ln" | "log10" | "log2" | "sign"
+            | "lower" | "upper" | "trim" | "ltrim" | "rtrim" | "replace" | "reverse"
+            | "starts_with" | "ends_with" | "strpos" | "lpad" | "rpad" | "left" | "right"
+            | "coalesce" | "nullif" | "greatest" | "least" | "md5" | "ascii" | "repeat"
+            | "date_trunc" | "power" | "cos" | "sin" | "tan" | "pi" | "concat" | "concat_ws"
+            | "initcap" | "split_part" | "translate" => same(name),
+            "btrim" => same("trim"),
+            "character_length" | "char_length" | "length" => same("length"),
+            "octet_length" => same("octet_length"),
+            "substr" | "substring" => same("substring"),
+            "round" if args.len() == 1 => same("round"),
+            "round" => format!("round({}, CAST({} AS INTEGER))", args[0], args[1]),
+            "date_part" | "datepart" => same("date_part"),
+            "random" => same("random"),
+            _ => return unsupported(format!("function {name}")),
+        })
+    }
+
+    fn aggregate(&self, f: &AggregateFunction, scope: &Scope) -> Result<String> {
+        let name = f.func.name().to_ascii_lowercase();
+        let p = &f.params;
+        if !p.order_by.is_empty() || p.null_treatment.is_some() {
+            return unsupported(format!("ordered aggregate {name}"));
+        }
+        let duck = match name.as_str() {
+            "sum" | "count" | "min" | "max" | "avg" | "bool_and" | "bool_or" => name.as_str(),
+            _ => return unsupported(format!("aggregate {name}")),
+        };
+        let args = self.args(&p.args, scope)?;
+        let mut s = format!(
+            "{duck}({}{})",
+            if p.distinct { "DISTINCT " } else { "" },
+            args.join(", ")
+        );
+        if let Some(filter) = &p.filter {
+            let _ = write!(s, " FILTER (WHERE {})", self.expr(filter, scope)?);
+        }
+        Ok(s)
+    }
+}
+
+fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn typed(v: impl std::fmt::Display, ty: &str) -> String {
+    format!("CAST({v} AS {ty})")
+}
+
+/// A literal with its exact type.
+fn literal(v: &ScalarValue) -> Result<String> {
+    use ScalarValue::*;
+    if v.is_null() {
+        return Ok(format!("CAST(NULL AS {})", duckdb_type(&v.data_type())?));
+    }
+    Ok(match v {
+        Boolean(Some(b)) => if *b { "TRUE" } else { "FALSE" }.into(),
+        Int8(Some(x)) => typed(x, "TINYINT"),
+        Int16(Some(x)) => typed(x, "SMALLINT"),
+        Int32(Some(x)) => typed(x, "INTEGER"),
+        Int64(Some(x)) => typed(x, "BIGINT"),
+        UInt8(Some(x)) => typed(x, "UTINYINT"),
+        UInt16(Some(x)) => typed(x, "USMALLINT"),
+        UInt32(Some(x)) => typed(x, "UINTEGER"),
+        UInt64(Some(x)) => typed(x, "UBIGINT"),
+        Float32(Some(x)) => typed(quote_str(&float_text(f64::from(*x))), "FLOAT"),
+        Float64(Some(x)) => typed(quote_str(&float_text(*x)), "DOUBLE"),
+        Utf8(Some(s)) | LargeUtf8(Some(s)) | Utf8View(Some(s)) => quote_str(s),
+        Decimal128(Some(_), p, s) => typed(quote_str(&v.to_string()), &format!("DECIMAL({p},{s})")),
+        Date32(Some(_)) | Date64(Some(_)) => typed(quote_str(&v.to_string()), "DATE"),
+        TimestampSecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT) * 1000000)"),
+        TimestampMillisecond(Some(x), None) => {
+            format!("make_timestamp(CAST({x} AS BIGINT) * 1000)")
+        }
+        TimestampMicrosecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT))"),
+        TimestampNanosecond(Some(x), None) => {
+            typed(format!("make_timestamp(CAST({} AS BIGINT))", x / 1000), "TIMESTAMP_NS")
+        }
+        IntervalYearMonth(Some(m)) => format!("to_months({m})"),
+        IntervalDayTime(Some(d)) => format!(
+            "(to_days({}) + to_microseconds(CAST({} AS BIGINT) * 1000))",
+            d.days, d.milliseconds
+        ),
+        IntervalMonthDayNano(Some(i)) => format!(
+            "(to_months({}) + to_days({}) + to_microseconds(CAST({} AS BIGINT)))",
+            i.months,
+            i.days,
+            i.nanoseconds / 1000
+        ),
+        other => {
+            return unsupported(format!(
+                "literal of type {} ({other})",
+                other.data_type()
+            ));
+        }
+    })
+}
+
+fn float_text(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        // Rust's shortest round-trip representation.
+        format!("{x:?}")
+    }
+}
+
+/// Whether a filter over a base table's columns translates (used by the
+/// coordinator to decide which filters the workers apply).
+pub fn table_filter_supported(filter: &Expr, table: &DFSchema) -> bool {
+    let gen = Gen { shard: 0 };
+    gen.expr(filter, &Scope::Table(table)).is_ok()
+}

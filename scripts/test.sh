@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The project's one test command: ./scripts/test.sh [extra pytest args...]
+#
+# Needs only the Rust toolchain (with rustfmt and clippy) and python3 (3.11+) with venv/pip.
+# Steps, stopping at the first failure:
+#   1. .venv with tests/python/requirements.txt (reinstalled only when that file changes)
+#   2. cargo fmt --all --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo build --workspace --bins
+#   5. cargo test --workspace (cargo nextest when installed, plus doc tests)
+#   6. pytest tests/python against the debug binaries built in step 4
+#
+# Environment:
+#   CARGO_TARGET_DIR   honoured (the binaries are looked up in cargo's target directory)
+#   PYTHON             interpreter used to create .venv (default: python3)
+#   FSQL_TEST_RUNNER   "nextest" or "cargo" to force the Rust test runner (default: nextest if present)
+#   FSQL_PYTEST_TIMEOUT  wall-clock limit for the pytest step, in seconds (default: 1800)
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/tests/python/requirements.txt"
+
+START_ALL=$SECONDS
+STEP_NAME=""
+STEP_START=$SECONDS
+
+step() {
+    STEP_NAME="$1"
+    STEP_START=$SECONDS
+    printf '\n==> %s  (at %ds)\n' "$STEP_NAME" "$((SECONDS - START_ALL))"
+}
+
+step_done() {
+    printf '<== %s: ok in %ds\n' "$STEP_NAME" "$((SECONDS - STEP_START))"
+}
+
+on_error() {
+    local code=$?
+    printf '\n!!! %s: FAILED (exit %d) after %ds; total %ds\n' \
+        "${STEP_NAME:-setup}" "$code" "$((SECONDS - STEP_START))" "$((SECONDS - START_ALL))" >&2
+    exit "$code"
+}
+trap on_error ERR
+
+# --- 1. Python environment -------------------------------------------------------------
+step "python venv (.venv, tests/python/requirements.txt)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    if ! "$PYTHON" -m venv "$VENV"; then
+        rm -rf "$VENV"
+        echo "could not create $VENV with '$PYTHON -m venv'." >&2
+        echo "On Debian/Ubuntu: apt-get install python3-venv (or set PYTHON=...)." >&2
+        false
+    fi
+fi
+"$VENV/bin/python" - <<'EOF'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"Python >= 3.11 is needed for the tests, .venv has {sys.version.split()[0]}: "
+             "remove .venv and set PYTHON=python3.11 (or newer)")
+EOF
+# Reinstall only when requirements.txt (or the interpreter) changed since the last install.
+STAMP="$VENV/.requirements.sha256"
+WANT="$(cat "$REQUIREMENTS" <("$VENV/bin/python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] &&
+    "$VENV/bin/python" -c 'import adbc_driver_flightsql, adbc_driver_manager, pyarrow, pytest' 2>/dev/null; then
+    echo "requirements already installed (tests/python/requirements.txt unchanged)"
+else
+    echo "installing tests/python/requirements.txt into .venv"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$REQUIREMENTS"
+    echo "$WANT" >"$STAMP"
+fi
+step_done
+
+# Hook (later): etcd for the registry tests. When `etcd` is missing, install it:
+#   command -v etcd >/dev/null || { apt-get update && apt-get install -y etcd-server; }
+# and export FSQL_ETCD_BIN="$(command -v etcd)" for the tests that start their own etcd.
+
+# --- 2. Formatting ---------------------------------------------------------------------
+step "cargo fmt --all --check"
+cargo fmt --all --check
+step_done
+
+# --- 3. Lints --------------------------------------------------------------------------
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step_done
+
+# --- 4. Build --------------------------------------------------------------------------
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
+    "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+export FSQL_COORDINATOR_BIN="$TARGET_DIR/debug/flight-coordinator"
+export FSQL_WORKER_BIN="$TARGET_DIR/debug/flight-worker"
+for bin in "$FSQL_COORDINATOR_BIN" "$FSQL_WORKER_BIN"; do
+    [[ -x "$bin" ]] || { echo "expected binary not built: $bin" >&2; false; }
+done
+echo "binaries: $FSQL_COORDINATOR_BIN, $FSQL_WORKER_BIN"
+step_done
+
+# --- 5. Rust tests ---------------------------------------------------------------------
+RUNNER="${FSQL_TEST_RUNNER:-}"
+if [[ -z "$RUNNER" ]]; then
+    if cargo nextest --version >/dev/null 2>&1; then RUNNER=nextest; else RUNNER=cargo; fi
+fi
+case "$RUNNER" in
+nextest)
+    step "cargo nextest run --workspace"
+    cargo nextest run --workspace --no-tests=warn
+    step_done
+    # nextest does not run doc tests.
+    step "cargo test --workspace --doc"
+    cargo test --workspace --doc
+    step_done
+    ;;
+cargo)
+    step "cargo test --workspace"
+    cargo test --workspace
+    step_done
+    ;;
+*)
+    echo "FSQL_TEST_RUNNER must be 'nextest' or 'cargo', not '$RUNNER'" >&2
+    false
+    ;;
+esac
+
+# --- 6. Python client tests ------------------------------------------------------------
+step "pytest tests/python"
+timeout --signal=TERM --kill-after=30 "${FSQL_PYTEST_TIMEOUT:-1800}" \
+    "$VENV/bin/python" -m pytest tests/python "$@"
+step_done
+
+# Hook (later): benchmark smoke run, e.g. a tiny TPC-H scale factor through the release
+# binary, checking that every query answers; benchmarks are run on purpose, not here:
+#   cargo run --release -p flight-coordinator -- local --demo-tpch 0.01 ... && <bench client>
+
+printf '\nall checks passed in %ds\n' "$((SECONDS - START_ALL))"
