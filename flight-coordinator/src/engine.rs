@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{QueryPlanner, SessionState};
@@ -247,10 +247,16 @@ impl Engine {
         let planner = Arc::new(FsqlQueryPlanner {
             pool: Arc::clone(&pool),
         });
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(false);
+        // VARCHAR is Utf8 (every Flight SQL client reads it; not all read
+        // string views).
+        session_config
+            .options_mut()
+            .sql_parser
+            .map_string_types_to_utf8view = false;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()

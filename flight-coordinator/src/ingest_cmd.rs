@@ -11,10 +11,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::sql::CommandStatementIngest;
-use arrow_flight::sql::command_statement_ingest::table_definition_options::{
-    TableExistsOption, TableNotExistOption,
-};
+use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::{StreamExt, TryStreamExt};
 

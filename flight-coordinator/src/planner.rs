@@ -619,7 +619,9 @@ impl DistributedPlanner<'_> {
                     outputs.push(if name == "count" {
                         // A group present in no shard's partial cannot occur;
                         // an ungrouped COUNT over no rows sums zeros.
-                        datafusion::functions::core::expr_fn::coalesce(vec![out, lit(0i64)])
+                        // (CASE, not COALESCE: the merge plan is not re-simplified.)
+                        datafusion::logical_expr::when(out.clone().is_null(), lit(0i64))
+                            .otherwise(out)?
                     } else {
                         out
                     });

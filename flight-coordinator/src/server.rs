@@ -93,7 +93,8 @@ pub async fn start(
     let pool = Arc::new(WorkerPool::new(Signer::new(config.secret.clone())));
     catalog.set_workers(discover_workers(&pool, &workers).await?);
     let engine = Arc::new(Engine::new(catalog, pool, config.engine.clone())?);
-    let service = FlightSqlServiceImpl::new(Arc::clone(&engine))?;
+    let service = FlightSqlServiceImpl::new(Arc::clone(&engine))
+        .map_err(|e| Error::Internal(e.message().to_string()))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;

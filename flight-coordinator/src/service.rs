@@ -33,7 +33,7 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -95,8 +95,11 @@ fn schema_ipc(schema: &Schema) -> Result<Bytes, Status> {
 
 /// Collects a DoPut stream of parameter or data batches.
 async fn collect_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, Status> {
+    // Messages with no IPC header (a bare descriptor) carry no data.
     let stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        stream.map_err(FlightError::from),
+        stream
+            .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+            .map_err(FlightError::from),
     );
     stream
         .try_collect()
@@ -262,7 +265,7 @@ impl FlightSqlServiceImpl {
     }
 
     fn batch_stream(
-        batch: Result<RecordBatch, arrow::error::ArrowError>,
+        batch: Result<RecordBatch, FlightError>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
         let schema = batch.schema();
@@ -273,7 +276,7 @@ impl FlightSqlServiceImpl {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    fn tables_batch(&self, query: CommandGetTables) -> Result<RecordBatch, arrow::error::ArrowError> {
+    fn tables_batch(&self, query: CommandGetTables) -> Result<RecordBatch, FlightError> {
         let mut b = query.into_builder();
         for t in self.engine.catalog.tables() {
             b.append(CATALOG, SCHEMA, &t.name, "TABLE", &t.schema)?;

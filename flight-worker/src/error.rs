@@ -139,6 +139,10 @@ pub enum Error {
     #[error("worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 
+    /// The listener handed to `start` is unusable.
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
+
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -184,18 +188,20 @@ impl Error {
             Error::Cancelled(_) => Code::Cancelled,
             Error::ShuttingDown => Code::Unavailable,
             Error::Unimplemented(_) => Code::Unimplemented,
-            Error::Task(_) | Error::Transport(_) => Code::Internal,
+            Error::Task(_) | Error::Listener(_) | Error::Transport(_) => Code::Internal,
         }
     }
 }
 
-/// The DuckDB error class, the part before `Error:` in its message
-/// (`Binder`, `Conversion`, `Catalog`, ...), if there is one.
+/// The DuckDB error class, the words before `Error:` in its message
+/// (`Binder`, `Conversion`, `Catalog`, ...), if there is one. Prefixes
+/// added by duckdb-rs (`Failed to append: ...`) are skipped.
 fn duckdb_class(err: &duckdb::Error) -> Option<&str> {
     let duckdb::Error::DuckDBFailure(_, Some(message)) = err else {
         return None;
     };
-    message.split_once(" Error:").map(|(class, _)| class)
+    let (head, _) = message.split_once(" Error:")?;
+    Some(head.rsplit_once(": ").map_or(head, |(_, class)| class))
 }
 
 /// Picks the gRPC code for a DuckDB error from its class.
@@ -213,6 +219,8 @@ fn duckdb_code(err: &duckdb::Error) -> Code {
             | "Invalid Input" | "Parameter Not Resolved" | "Parameter Not Allowed"
             | "Dependency" | "Sequence" | "Object Size",
         ) => Code::InvalidArgument,
+        // The appender reports constraint violations without a class.
+        None if message.contains("constraint failed") => Code::InvalidArgument,
         _ => match err {
             // Errors raised by duckdb-rs itself when converting values.
             duckdb::Error::ArrowTypeToDuckdbType(..)
@@ -295,6 +303,14 @@ mod tests {
         assert_eq!(
             duck("Out of Memory Error: could not allocate block").code(),
             Code::ResourceExhausted
+        );
+        assert_eq!(
+            duck("Failed to append: NOT NULL constraint failed: t__s0.a").code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            duck("Failed to append: Conversion Error: Could not convert").code(),
+            Code::InvalidArgument
         );
         assert_eq!(duck("IO Error: disk full").code(), Code::Internal);
         assert_eq!(duck("no class at all").code(), Code::Internal);

@@ -112,8 +112,18 @@ pub fn encode_fragment(plan: &LogicalPlan) -> Result<bytes::Bytes> {
     datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(plan, &FragmentCodec)
 }
 
+/// A task context with DataFusion's built-in functions, which fragments
+/// name by their function names.
+fn function_context() -> &'static TaskContext {
+    static CTX: std::sync::OnceLock<Arc<TaskContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| datafusion::prelude::SessionContext::new().task_ctx())
+}
+
 /// Decodes a fragment from a shard ticket.
 pub fn decode_fragment(bytes: &[u8]) -> Result<LogicalPlan> {
-    let ctx = TaskContext::default();
-    datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(bytes, &ctx, &FragmentCodec)
+    datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
+        bytes,
+        function_context(),
+        &FragmentCodec,
+    )
 }

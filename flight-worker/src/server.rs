@@ -34,11 +34,7 @@ const SHUTDOWN_HARD: Duration = Duration::from_secs(5);
 /// until [`WorkerHandle::shutdown`].
 pub async fn start(config: WorkerConfig, listener: TcpListener) -> Result<WorkerHandle> {
     config.validate()?;
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        what: "reading the listen address of",
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let addr = listener.local_addr().map_err(Error::Listener)?;
     let signer = Signer::new(config.secret.clone());
     let storage = tokio::task::spawn_blocking(move || Storage::open(&config)).await??;
     let storage = Arc::new(storage);
@@ -127,13 +123,14 @@ impl WorkerHandle {
         let failed = match self.server.as_mut() {
             Some(server) => tokio::select! {
                 () = shutdown => None,
-                served = server => {
-                    self.server = None;
-                    Some(flatten(served))
-                }
+                served = server => Some(flatten(served)),
             },
             None => None,
         };
+        if failed.is_some() {
+            // The server task is finished; there is nothing to wait for.
+            self.server = None;
+        }
         self.shutdown_within(SHUTDOWN_GRACE).await;
         match failed {
             Some(Err(e)) => Err(e),
@@ -182,11 +179,9 @@ impl WorkerHandle {
         }
         self.tasks.close();
         self.tasks.wait().await;
-        let storage = self.storage;
-        // The last connection closes (and checkpoints) the database file.
-        if let Err(e) = tokio::task::spawn_blocking(move || drop(storage)).await {
-            tracing::error!("closing the database: {e}");
-        }
+        // Every connection is closed now, and with the last one the database
+        // file (after a checkpoint).
+        self.storage.release();
         tracing::info!(worker_id = %self.id, "worker stopped");
     }
 }

@@ -74,7 +74,7 @@ const ACTIONS: [(&str, &str); 4] = [
     ),
     (
         ACTION_HEALTH,
-        "Liveness probe. No body, no signature. One result: the worker id (UTF-8).",
+        "Liveness probe (runs SELECT 1). No body, no signature. One result: the worker id (UTF-8).",
     ),
 ];
 
@@ -172,7 +172,6 @@ impl WorkerService {
             }
         }
         let flight = FlightDataEncoderBuilder::new()
-            .with_max_flight_data_size(arrow_flight::encode::GRPC_TARGET_MAX_FLIGHT_SIZE_BYTES)
             .with_schema(expected)
             .build(ReceiverStream::new(rx))
             .map_err(Status::from);
@@ -200,6 +199,8 @@ impl WorkerService {
         let kind = action.r#type.as_str();
         let expected = match kind {
             ACTION_HEALTH => {
+                // Proves the database answers, not just the gRPC server.
+                self.blocking(storage::ping).await?;
                 return Ok(vec![arrow_flight::Result {
                     body: self.storage.worker_id().to_string().into(),
                 }]);
@@ -399,7 +400,7 @@ impl FragmentJob {
             &conn,
             &sql,
             &self.expected,
-            || ready.take().is_some_and(|ready| ready.send(Ok(())).is_ok()),
+            || ready.take().is_some_and(|tx| tx.send(Ok(())).is_ok()),
             |batch| self.tx.blocking_send(Ok(batch)).is_ok(),
         )?;
         if stats.abandoned {
@@ -537,7 +538,7 @@ impl FlightService for WorkerService {
             }
         };
         let table = storage::table_name(&target)?;
-        let span = tracing::info_span!("do_put", query_id, table);
+        let span = tracing::info_span!("do_put", query_id = %query_id, table = %table);
         async move {
             let rows = self
                 .put(first, target, input)
@@ -566,7 +567,7 @@ impl FlightService for WorkerService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let query_id = query_id(&request);
         let action = request.into_inner();
-        let span = tracing::info_span!("do_action", action = %action.r#type, query_id);
+        let span = tracing::info_span!("do_action", action = %action.r#type, query_id = %query_id);
         let results = self
             .action(action)
             .instrument(span.clone())

@@ -38,8 +38,8 @@ fn unsupported<T>(what: impl std::fmt::Display) -> Result<T> {
 
 /// Translates a fragment into DuckDB SQL for `shard`.
 pub fn fragment_to_sql(plan: &LogicalPlan, shard: u32) -> Result<String> {
-    let gen = Gen { shard };
-    let body = gen.plan(plan)?;
+    let g = Gen { shard };
+    let body = g.plan(plan)?;
     // The outermost query keeps the positional names; the worker renames by
     // position to the expected schema.
     Ok(body)
@@ -628,6 +628,6 @@ fn float_text(x: f64) -> String {
 /// Whether a filter over a base table's columns translates (used by the
 /// coordinator to decide which filters the workers apply).
 pub fn table_filter_supported(filter: &Expr, table: &DFSchema) -> bool {
-    let gen = Gen { shard: 0 };
-    gen.expr(filter, &Scope::Table(table)).is_ok()
+    let g = Gen { shard: 0 };
+    g.expr(filter, &Scope::Table(table)).is_ok()
 }

@@ -46,7 +46,8 @@ const STRICT: CastOptions<'static> = CastOptions {
 pub struct Storage {
     worker_id: String,
     path: PathBuf,
-    dir: PathBuf,
+    /// This storage's entry in [`OPEN_DIRS`], until released.
+    dir: Mutex<Option<PathBuf>>,
     /// The connection every request connection is cloned from; `None` once
     /// the worker shuts down.
     root: Mutex<Option<Connection>>,
@@ -87,10 +88,10 @@ impl Storage {
         let mut storage = Storage {
             worker_id: String::new(),
             path: dir.join(DATABASE_FILE),
-            dir,
+            dir: Mutex::new(Some(dir.clone())),
             root: Mutex::new(None),
         };
-        storage.worker_id = load_or_create_worker_id(&storage.dir)?;
+        storage.worker_id = load_or_create_worker_id(&dir)?;
         let conn = Connection::open(&storage.path).map_err(Error::duckdb(format!(
             "opening database {}",
             storage.path.display()
@@ -134,11 +135,20 @@ impl Storage {
         let root = self.root.lock().take();
         drop(root);
     }
+
+    /// Lets another `Storage` of this process open the data directory.
+    /// Call after [`Self::close`] once no request connection is left (it
+    /// also happens on drop).
+    pub fn release(&self) {
+        if let Some(dir) = self.dir.lock().take() {
+            OPEN_DIRS.lock().remove(&dir);
+        }
+    }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        OPEN_DIRS.lock().remove(&self.dir);
+        self.release();
     }
 }
 
@@ -305,6 +315,13 @@ pub fn create_table_sql(table: &str, schema: &Schema) -> Result<String> {
 // ---------------------------------------------------------------------------
 // Shard DDL and stats
 
+/// Runs `SELECT 1`: the database is open and answers.
+pub fn ping(conn: &Connection) -> Result<()> {
+    conn.query_row("SELECT 1", [], |row| row.get::<_, i32>(0))
+        .map_err(Error::duckdb("health check"))?;
+    Ok(())
+}
+
 /// Whether `table` exists in the worker's database. DuckDB resolves names
 /// case-insensitively, and so does this.
 pub fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
@@ -450,7 +467,7 @@ pub enum AppendMessage {
 pub fn append(
     conn: &Connection,
     target: &ShardTarget,
-    mut next: impl FnMut() -> Option<AppendMessage>,
+    next: impl FnMut() -> Option<AppendMessage>,
 ) -> Result<u64> {
     let table = table_name(target)?;
     if !table_exists(conn, &table)? {
@@ -459,40 +476,7 @@ pub fn append(
     let schema = table_schema(conn, &table)?;
     conn.execute_batch("BEGIN TRANSACTION")
         .map_err(Error::duckdb("starting the append transaction"))?;
-    let appended = (|| {
-        // The appender works inside the open transaction; it is dropped
-        // (and flushed into the transaction) before COMMIT or ROLLBACK.
-        let mut appender = conn
-            .appender(&table)
-            .map_err(Error::duckdb(format!("opening an appender on {table}")))?;
-        let mut rows = 0u64;
-        loop {
-            match next() {
-                Some(AppendMessage::Batch(batch)) => {
-                    if batch.num_rows() == 0 {
-                        continue;
-                    }
-                    let batch = conform_input(batch, &schema, &table)?;
-                    rows += batch.num_rows() as u64;
-                    appender
-                        .append_record_batch(batch)
-                        .map_err(Error::duckdb(format!("appending to {table}")))?;
-                }
-                Some(AppendMessage::Commit) => {
-                    appender
-                        .flush()
-                        .map_err(Error::duckdb(format!("appending to {table}")))?;
-                    return Ok(rows);
-                }
-                None => {
-                    return Err(Error::Cancelled(format!(
-                        "the write to {table} was cut off before the client finished; nothing was written"
-                    )));
-                }
-            }
-        }
-    })();
-    match appended {
+    match append_all(conn, &table, &schema, next) {
         Ok(rows) => {
             conn.execute_batch("COMMIT")
                 .map_err(Error::duckdb(format!("committing the append to {table}")))?;
@@ -503,6 +487,46 @@ pub fn append(
                 tracing::warn!(table, "rolling back a failed append: {rollback}");
             }
             Err(e)
+        }
+    }
+}
+
+/// The body of [`append`], inside its transaction. The appender is dropped
+/// (and flushed into the transaction) before the caller commits or rolls
+/// back.
+fn append_all(
+    conn: &Connection,
+    table: &str,
+    schema: &SchemaRef,
+    mut next: impl FnMut() -> Option<AppendMessage>,
+) -> Result<u64> {
+    let mut appender = conn
+        .appender(table)
+        .map_err(Error::duckdb(format!("opening an appender on {table}")))?;
+    let mut rows = 0u64;
+    loop {
+        match next() {
+            Some(AppendMessage::Batch(batch)) => {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let batch = conform_input(batch, schema, table)?;
+                rows += batch.num_rows() as u64;
+                appender
+                    .append_record_batch(batch)
+                    .map_err(Error::duckdb(format!("appending to {table}")))?;
+            }
+            Some(AppendMessage::Commit) => {
+                appender
+                    .flush()
+                    .map_err(Error::duckdb(format!("appending to {table}")))?;
+                return Ok(rows);
+            }
+            None => {
+                return Err(Error::Cancelled(format!(
+                    "the write to {table} was cut off before the client finished; nothing was written"
+                )));
+            }
         }
     }
 }

@@ -63,7 +63,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
         )
         _PROCESSES.append(self)
         self.stdout_lines: list[str] = []

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow_flight::Ticket;
-use arrow_flight::sql::command_statement_ingest::TableDefinitionOptions;
-use arrow_flight::sql::command_statement_ingest::table_definition_options::{
-    TableExistsOption, TableNotExistOption,
-};
+use arrow_flight::sql::{TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::{CommandGetTables, CommandStatementIngest};
 use common::*;
 use futures::TryStreamExt;
