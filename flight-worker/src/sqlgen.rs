@@ -584,7 +584,10 @@ fn literal(v: &ScalarValue) -> Result<String> {
         Float32(Some(x)) => typed(quote_str(&float_text(f64::from(*x))), "FLOAT"),
         Float64(Some(x)) => typed(quote_str(&float_text(*x)), "DOUBLE"),
         Utf8(Some(s)) | LargeUtf8(Some(s)) | Utf8View(Some(s)) => quote_str(s),
-        Decimal128(Some(_), p, s) => typed(quote_str(&v.to_string()), &format!("DECIMAL({p},{s})")),
+        Decimal128(Some(x), p, s) => typed(
+            quote_str(&decimal_text(*x, *s)),
+            &format!("DECIMAL({p},{})", (*s).max(0)),
+        ),
         Date32(Some(_)) | Date64(Some(_)) => typed(quote_str(&v.to_string()), "DATE"),
         TimestampSecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT) * 1000000)"),
         TimestampMillisecond(Some(x), None) => {
@@ -614,6 +617,18 @@ fn literal(v: &ScalarValue) -> Result<String> {
     })
 }
 
+/// The exact decimal text of an unscaled value.
+fn decimal_text(unscaled: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return format!("{unscaled}{}", "0".repeat(scale.unsigned_abs() as usize));
+    }
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{}{int}.{frac}", if unscaled < 0 { "-" } else { "" })
+}
+
 fn float_text(x: f64) -> String {
     if x.is_nan() {
         "nan".into()
@@ -630,4 +645,34 @@ fn float_text(x: f64) -> String {
 pub fn table_filter_supported(filter: &Expr, table: &DFSchema) -> bool {
     let g = Gen { shard: 0 };
     g.expr(filter, &Scope::Table(table)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_literals_are_exact() {
+        assert_eq!(decimal_text(5, 2), "0.05");
+        assert_eq!(decimal_text(-5, 2), "-0.05");
+        assert_eq!(decimal_text(30000, 2), "300.00");
+        assert_eq!(decimal_text(-123456, 3), "-123.456");
+        assert_eq!(decimal_text(7, 0), "7");
+        assert_eq!(decimal_text(7, -2), "700");
+        assert_eq!(
+            literal(&ScalarValue::Decimal128(Some(1), 20, 0)).unwrap(),
+            "CAST('1' AS DECIMAL(20,0))"
+        );
+    }
+
+    #[test]
+    fn literals_carry_types() {
+        assert_eq!(literal(&ScalarValue::Int32(Some(-3))).unwrap(), "CAST(-3 AS INTEGER)");
+        assert_eq!(literal(&ScalarValue::Utf8(Some("it's".into()))).unwrap(), "'it''s'");
+        assert_eq!(
+            literal(&ScalarValue::Date32(Some(0))).unwrap(),
+            "CAST('1970-01-01' AS DATE)"
+        );
+        assert_eq!(literal(&ScalarValue::Int64(None)).unwrap(), "CAST(NULL AS BIGINT)");
+    }
 }

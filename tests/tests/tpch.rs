@@ -5,6 +5,7 @@
 
 mod common;
 
+use arrow::array::AsArray;
 use common::*;
 use flight_coordinator::tpch;
 
@@ -73,13 +74,22 @@ async fn explain_q1_aggregates_on_the_shards() {
         .query(&format!("EXPLAIN {}", tpch::query(1).unwrap()))
         .await
         .unwrap();
-    let text = pretty(&b);
+    let text: String = b
+        .iter()
+        .flat_map(|b| {
+            let t = b.column(0).as_string::<i32>();
+            let p = b.column(1).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| format!("{}\n{}\n", t.value(i), p.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     // The merge plan aggregates the shards' partial aggregates ...
     assert!(text.contains("Merged at the coordinator"), "{text}");
     assert!(text.contains("FragmentScan: 4 shard(s) of lineitem"), "{text}");
     // ... and the fragment each shard runs is itself a GROUP BY.
     let fragment = text
-        .split("fragment #")
+        .split("runs on 4 shard(s)")
         .nth(1)
         .unwrap_or_else(|| panic!("no fragment in {text}"));
     assert!(fragment.contains("GROUP BY"), "{fragment}");
