@@ -92,7 +92,9 @@ impl TableMeta {
     pub fn from_record(r: &TableRecord) -> Result<Self> {
         let schema = fsql_proto::ipc::schema_from_bytes(&r.schema)?;
         let distribution = match table_record::Distribution::try_from(r.distribution) {
-            Ok(table_record::Distribution::Hash) => Distribution::Hash(r.distribution_column.clone()),
+            Ok(table_record::Distribution::Hash) => {
+                Distribution::Hash(r.distribution_column.clone())
+            }
             Ok(table_record::Distribution::RoundRobin) => Distribution::RoundRobin,
             Ok(table_record::Distribution::Reference) => Distribution::Reference,
             Err(_) => {
@@ -137,20 +139,22 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog persisted to `dir/catalog.pb` (loaded if present).
     pub fn open(dir: Option<PathBuf>) -> Result<Self> {
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::Internal(format!("creating {}: {e}", d.display())))?;
+        }
         let path = dir.map(|d| d.join("catalog.pb"));
         let mut tables = BTreeMap::new();
-        if let Some(p) = &path {
-            if p.exists() {
-                let bytes = std::fs::read(p)
-                    .map_err(|e| Error::Internal(format!("reading {}: {e}", p.display())))?;
-                let mut buf = Bytes::from(bytes);
-                while !buf.is_empty() {
-                    let rec = TableRecord::decode_length_delimited(&mut buf).map_err(|e| {
-                        Error::Internal(format!("corrupt catalog file {}: {e}", p.display()))
-                    })?;
-                    let meta = TableMeta::from_record(&rec)?;
-                    tables.insert(meta.name.clone(), Arc::new(meta));
-                }
+        if let Some(p) = path.as_ref().filter(|p| p.exists()) {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Error::Internal(format!("reading {}: {e}", p.display())))?;
+            let mut buf = Bytes::from(bytes);
+            while !buf.is_empty() {
+                let rec = TableRecord::decode_length_delimited(&mut buf).map_err(|e| {
+                    Error::Internal(format!("corrupt catalog file {}: {e}", p.display()))
+                })?;
+                let meta = TableMeta::from_record(&rec)?;
+                tables.insert(meta.name.clone(), Arc::new(meta));
             }
         }
         Ok(Self {

@@ -20,7 +20,9 @@ use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp}
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr as SqlExpr, SqlOption, Statement, Value};
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, Expr as SqlExpr, SqlOption, Statement, Value,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -508,12 +510,12 @@ impl Engine {
                 };
                 let plan = self
                     .state()
-                    .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(
-                        ct,
-                    ))))
+                    .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(ct))))
                     .await?;
                 let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = plan else {
-                    return Err(Error::Unsupported(format!("unsupported CREATE TABLE: {sql}")));
+                    return Err(Error::Unsupported(format!(
+                        "unsupported CREATE TABLE: {sql}"
+                    )));
                 };
                 self.create_table(c, opts, params).await
             }
@@ -560,13 +562,17 @@ impl Engine {
         let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
         let schema = Arc::new(c.input.schema().as_arrow().clone());
         let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
-        let meta = self.new_table(&name, schema, distribution, opts.shards).await?;
+        let meta = self
+            .new_table(&name, schema, distribution, opts.shards)
+            .await?;
         if !is_ctas {
             return Ok(0);
         }
         let query_id = uuid::Uuid::new_v4().to_string();
         let result = async {
-            let planned = self.plan_logical((*c.input).clone(), params, &query_id).await?;
+            let planned = self
+                .plan_logical((*c.input).clone(), params, &query_id)
+                .await?;
             let stream = self.execute(planned).await?;
             self.write(&meta, stream.map_err(Error::from)).await
         }
@@ -734,7 +740,12 @@ impl Engine {
     }
 }
 
-fn fragment_scan(query_id: &str, fragment: LogicalPlan, routes: Vec<ShardRoute>, label: String) -> LogicalPlan {
+fn fragment_scan(
+    query_id: &str,
+    fragment: LogicalPlan,
+    routes: Vec<ShardRoute>,
+    label: String,
+) -> LogicalPlan {
     LogicalPlan::Extension(datafusion::logical_expr::Extension {
         node: Arc::new(FragmentScan {
             id: 0,

@@ -66,9 +66,7 @@ fn datafusion_status(e: &DataFusionError) -> Status {
     let root = e.find_root();
     match root {
         DataFusionError::SQL(..) => Status::invalid_argument(format!("SQL error: {root}")),
-        DataFusionError::Plan(msg) if is_missing_table(msg) => {
-            Status::not_found(msg.clone())
-        }
+        DataFusionError::Plan(msg) if is_missing_table(msg) => Status::not_found(msg.clone()),
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
             Status::invalid_argument(root.to_string())
         }
@@ -99,7 +97,8 @@ fn datafusion_status(e: &DataFusionError) -> Status {
 }
 
 fn is_missing_table(msg: &str) -> bool {
-    msg.contains("table '") && msg.contains("not found") || msg.starts_with("table ") && msg.contains("not found")
+    msg.contains("table '") && msg.contains("not found")
+        || msg.starts_with("table ") && msg.contains("not found")
 }
 
 impl From<Error> for Status {

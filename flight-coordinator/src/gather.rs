@@ -140,7 +140,12 @@ impl ShardGatherExec {
 
 impl DisplayAs for ShardGatherExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ShardGatherExec: {} shard(s) of {}", self.routes.len(), self.label)
+        write!(
+            f,
+            "ShardGatherExec: {} shard(s) of {}",
+            self.routes.len(),
+            self.label
+        )
     }
 }
 
@@ -232,7 +237,10 @@ impl ExecutionPlan for ShardGatherExec {
             }))
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed())))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.boxed(),
+        )))
     }
 }
 
@@ -273,11 +281,10 @@ impl QueryPlanner for FsqlQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &SessionState,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-            FragmentPlanner {
+        let planner =
+            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FragmentPlanner {
                 pool: Arc::clone(&self.pool),
-            },
-        )]);
+            })]);
         planner
             .create_physical_plan(logical_plan, session_state)
             .await

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::Distribution;
@@ -101,7 +101,12 @@ pub async fn ingest(
             TableNotExistOption::Create => {
                 created = true;
                 engine
-                    .new_table(&name, storage_schema(&schema), Distribution::RoundRobin, None)
+                    .new_table(
+                        &name,
+                        storage_schema(&schema),
+                        Distribution::RoundRobin,
+                        None,
+                    )
                     .await?
             }
             TableNotExistOption::Fail | TableNotExistOption::Unspecified => {
@@ -118,8 +123,9 @@ pub async fn ingest(
             schema.fields().len()
         )));
     }
-    let batches = futures::stream::iter(first.map(Ok))
-        .chain(stream.map_err(|e| Error::InvalidArgument(format!("reading the uploaded data: {e}"))));
+    let batches = futures::stream::iter(first.map(Ok)).chain(
+        stream.map_err(|e| Error::InvalidArgument(format!("reading the uploaded data: {e}"))),
+    );
     match engine.write(&meta, Box::pin(batches)).await {
         Ok(rows) => Ok(rows as i64),
         Err(e) => {

@@ -34,11 +34,12 @@ impl LocalCluster {
     /// on `listener`.
     pub async fn start(config: LocalConfig, listener: TcpListener) -> Result<Self> {
         if config.workers == 0 {
-            return Err(Error::InvalidArgument("a local cluster needs at least one worker".into()));
+            return Err(Error::InvalidArgument(
+                "a local cluster needs at least one worker".into(),
+            ));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::Internal(format!("creating {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
         let secret = local_secret(&config.data_dir)?;
         let mut workers = Vec::new();
         for i in 0..config.workers {
@@ -141,12 +142,20 @@ pub async fn load_tpch(engine: &Engine, sf: f64, shards: u32) -> Result<()> {
         });
         let started = std::time::Instant::now();
         let rows = engine
-            .write(&meta, tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+            .write(
+                &meta,
+                tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
+            )
             .await?;
         generator
             .await
             .map_err(|e| Error::Internal(format!("TPC-H generator: {e}")))??;
-        tracing::info!(table, rows, secs = started.elapsed().as_secs_f64(), "loaded TPC-H table");
+        tracing::info!(
+            table,
+            rows,
+            secs = started.elapsed().as_secs_f64(),
+            "loaded TPC-H table"
+        );
     }
     Ok(())
 }

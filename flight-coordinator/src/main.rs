@@ -13,7 +13,11 @@ use flight_coordinator::server::CoordinatorConfig;
 use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
-#[command(name = "flight-coordinator", version, about = "Arrow Flight SQL cluster coordinator")]
+#[command(
+    name = "flight-coordinator",
+    version,
+    about = "Arrow Flight SQL cluster coordinator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,13 +82,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -348,7 +348,10 @@ impl DistributedPlanner<'_> {
             for (i, e) in p.expr.iter().enumerate() {
                 if let Expr::Column(c) = unalias(e) {
                     for (k, class) in keys {
-                        let same = match (input_schema.index_of_column(c), input_schema.index_of_column(k)) {
+                        let same = match (
+                            input_schema.index_of_column(c),
+                            input_schema.index_of_column(k),
+                        ) {
                             (Ok(a), Ok(b)) => a == b,
                             _ => false,
                         };
@@ -502,7 +505,10 @@ impl DistributedPlanner<'_> {
 
     /// Partial aggregation on the shards, final on the coordinator.
     fn split_aggregate(&self, a: &Aggregate, child: &Local) -> Result<Option<LogicalPlan>> {
-        if a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
+        if a.group_expr
+            .iter()
+            .any(|g| matches!(g, Expr::GroupingSet(_)))
+        {
             return Ok(None);
         }
         let group_exprs: Vec<Expr> = a
@@ -570,11 +576,8 @@ impl DistributedPlanner<'_> {
                     Expr::AggregateFunction(f).alias(format!("__f{j}"))
                 })
                 .collect();
-            let fin = LogicalPlan::Aggregate(Aggregate::try_new(
-                Arc::new(scan),
-                group_cols,
-                finals,
-            )?);
+            let fin =
+                LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(scan), group_cols, finals)?);
             let mut proj = Vec::new();
             for i in 0..n_groups {
                 proj.push(restore(col(format!("__g{i}")), i));

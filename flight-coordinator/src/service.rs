@@ -65,7 +65,10 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     b.append(SqlInfo::FlightSqlServerReadOnly, false);
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
     b.append(SqlInfo::FlightSqlServerCancel, false);
     b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
     b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
@@ -200,8 +203,8 @@ impl FlightSqlServiceImpl {
             Distributed::Direct {
                 fragment, routes, ..
             } => {
-                let fragment = flight_worker::fragment::encode_fragment(fragment)
-                    .map_err(df_to_status)?;
+                let fragment =
+                    flight_worker::fragment::encode_fragment(fragment).map_err(df_to_status)?;
                 let expected = fsql_proto::ipc::schema_to_bytes(&planned.schema)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 for route in routes {
@@ -463,7 +466,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.batch_info(schema, query, request.into_inner())
     }
 
@@ -518,7 +521,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.batch_info(schema, query, request.into_inner())
     }
 

@@ -36,7 +36,8 @@ impl TableProvider for ClusterTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let schema = DFSchema::try_from_qualified_schema(self.meta.name.as_str(), &self.meta.schema)?;
+        let schema =
+            DFSchema::try_from_qualified_schema(self.meta.name.as_str(), &self.meta.schema)?;
         Ok(filters
             .iter()
             .map(|f| {

@@ -41,8 +41,13 @@ fn worker_err(url: &str, what: &str, e: FlightError) -> Error {
         other => tonic::Status::internal(other.to_string()),
     };
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if status.message().contains("transport") => {
-            Error::Unavailable(format!("worker {url} is unreachable ({what}): {}", status.message()))
+        tonic::Code::Unavailable | tonic::Code::Unknown
+            if status.message().contains("transport") =>
+        {
+            Error::Unavailable(format!(
+                "worker {url} is unreachable ({what}): {}",
+                status.message()
+            ))
         }
         _ => Error::Worker {
             context: format!("worker {url} ({what})"),

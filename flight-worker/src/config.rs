@@ -99,7 +99,12 @@ pub struct WorkerArgs {
 
     /// Cluster secret shared with the coordinator (prefer the environment
     /// variable: command lines are visible to other users).
-    #[arg(long, env = "FSQL_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FSQL_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub secret: String,
 
     /// DuckDB memory limit, e.g. 4GB or 80%.

@@ -72,7 +72,9 @@ pub enum Error {
     ShardNotFound { table: String },
 
     /// `create_shard` found a table of that name with other columns.
-    #[error("shard table {table} already exists with different columns ({existing}); drop it first")]
+    #[error(
+        "shard table {table} already exists with different columns ({existing}); drop it first"
+    )]
     ShardConflict { table: String, existing: String },
 
     /// DuckDB refused or failed a statement.
@@ -96,7 +98,9 @@ pub enum Error {
 
     /// A column of a fragment's result cannot be converted to the type the
     /// ticket expects: the coordinator's plan and the worker disagree.
-    #[error("result column {index} ({column:?}) cannot be converted from {from} to the expected {to}: {source}")]
+    #[error(
+        "result column {index} ({column:?}) cannot be converted from {from} to the expected {to}: {source}"
+    )]
     ResultCast {
         index: usize,
         column: String,
@@ -162,9 +166,7 @@ impl Error {
             Error::Io { .. } => Code::Internal,
             Error::Signature(e) => match e {
                 SignError::Malformed { .. } | SignError::Version { .. } => Code::InvalidArgument,
-                SignError::BadSignature { .. } | SignError::Expired { .. } => {
-                    Code::Unauthenticated
-                }
+                SignError::BadSignature { .. } | SignError::Expired { .. } => Code::Unauthenticated,
             },
             Error::BadRequest(_) | Error::BadSchema { .. } | Error::UnsupportedType { .. } => {
                 Code::InvalidArgument
@@ -213,11 +215,27 @@ fn duckdb_code(err: &duckdb::Error) -> Code {
         Some("TransactionContext") => Code::Aborted,
         Some("Catalog") if message.contains("does not exist") => Code::NotFound,
         Some(
-            "Invalid" | "Out of Range" | "Conversion" | "Unknown Type" | "Decimal"
-            | "Mismatch Type" | "Divide by Zero" | "Invalid type" | "Not implemented"
-            | "Expression" | "Catalog" | "Parser" | "Binder" | "Constraint" | "Syntax"
-            | "Invalid Input" | "Parameter Not Resolved" | "Parameter Not Allowed"
-            | "Dependency" | "Sequence" | "Object Size",
+            "Invalid"
+            | "Out of Range"
+            | "Conversion"
+            | "Unknown Type"
+            | "Decimal"
+            | "Mismatch Type"
+            | "Divide by Zero"
+            | "Invalid type"
+            | "Not implemented"
+            | "Expression"
+            | "Catalog"
+            | "Parser"
+            | "Binder"
+            | "Constraint"
+            | "Syntax"
+            | "Invalid Input"
+            | "Parameter Not Resolved"
+            | "Parameter Not Allowed"
+            | "Dependency"
+            | "Sequence"
+            | "Object Size",
         ) => Code::InvalidArgument,
         // The appender reports constraint violations without a class.
         None if message.contains("constraint failed") => Code::InvalidArgument,
@@ -299,7 +317,10 @@ mod tests {
             duck("Constraint Error: NOT NULL constraint failed: t.a").code(),
             Code::InvalidArgument
         );
-        assert_eq!(duck("INTERRUPT Error: Interrupted!").code(), Code::Cancelled);
+        assert_eq!(
+            duck("INTERRUPT Error: Interrupted!").code(),
+            Code::Cancelled
+        );
         assert_eq!(
             duck("Out of Memory Error: could not allocate block").code(),
             Code::ResourceExhausted
@@ -318,7 +339,9 @@ mod tests {
 
     #[test]
     fn ticket_errors_are_unauthenticated_or_invalid() {
-        let forged = Error::from(SignError::BadSignature { what: "shard ticket" });
+        let forged = Error::from(SignError::BadSignature {
+            what: "shard ticket",
+        });
         assert_eq!(forged.code(), Code::Unauthenticated);
         let expired = Error::from(SignError::Expired {
             what: "shard ticket",

@@ -4,6 +4,7 @@
 //! worker, prints one ready line to stdout and serves until Ctrl-C or
 //! SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,17 +15,20 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let args = WorkerArgs::parse();
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
-        eprintln!("flight-worker: invalid log filter {:?} ({e}); using info", args.log);
+        eprintln!(
+            "flight-worker: invalid log filter {:?} ({e}); using info",
+            args.log
+        );
         EnvFilter::new("info")
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match serve(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("flight-worker: {e}");
             ExitCode::FAILURE
         }
@@ -37,7 +41,11 @@ async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("binding {}: {e}", args.listen))?;
     let worker = flight_worker::start(config, listener).await?;
-    println!("flight-worker {} listening on {}", worker.id(), worker.url());
+    println!(
+        "flight-worker {} listening on {}",
+        worker.id(),
+        worker.url()
+    );
     worker.run_until(shutdown_signal()).await?;
     Ok(())
 }

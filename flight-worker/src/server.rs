@@ -43,12 +43,7 @@ pub async fn start(config: WorkerConfig, listener: TcpListener) -> Result<Worker
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
-    let service = WorkerService::new(
-        Arc::clone(&storage),
-        signer,
-        tasks.clone(),
-        abort.clone(),
-    );
+    let service = WorkerService::new(Arc::clone(&storage), signer, tasks.clone(), abort.clone());
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         if let Ok(conn) = &conn {
             // Small messages (actions, the schema of a stream) must not wait
@@ -153,9 +148,7 @@ impl WorkerHandle {
             let served = match tokio::time::timeout(grace, &mut server).await {
                 Ok(served) => Some(served),
                 Err(_) => {
-                    tracing::warn!(
-                        "streams still open after {grace:?}; cutting them off"
-                    );
+                    tracing::warn!("streams still open after {grace:?}; cutting them off");
                     self.abort.cancel();
                     match tokio::time::timeout(SHUTDOWN_HARD, &mut server).await {
                         Ok(served) => Some(served),

@@ -28,11 +28,11 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use duckdb::{Connection, InterruptHandle};
-use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt, TryStreamExt};
 use fsql_proto::sign::Signer;
 use fsql_proto::worker_request::Request as WorkerCommand;
 use fsql_proto::{ShardStatsResponse, ShardTicket, WorkerRequest, WriteResult};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -141,13 +141,17 @@ impl WorkerService {
             .await?
     }
 
-    async fn get(&self, ticket: ShardTicket) -> Result<BoxStream<'static, Result<FlightData, Status>>> {
-        let expected = fsql_proto::ipc::schema_from_bytes(&ticket.expected_schema).map_err(
-            |source| Error::BadSchema {
-                what: "expected schema in shard ticket",
-                source,
-            },
-        )?;
+    async fn get(
+        &self,
+        ticket: ShardTicket,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>> {
+        let expected =
+            fsql_proto::ipc::schema_from_bytes(&ticket.expected_schema).map_err(|source| {
+                Error::BadSchema {
+                    what: "expected schema in shard ticket",
+                    source,
+                }
+            })?;
         let (tx, rx) = mpsc::channel(BATCH_CHANNEL);
         let (ready_tx, ready_rx) = oneshot::channel();
         let job = FragmentJob {
@@ -185,9 +189,10 @@ impl WorkerService {
         input: Streaming<FlightData>,
     ) -> Result<u64> {
         let (tx, mut rx) = mpsc::channel(BATCH_CHANNEL);
-        let writer = self.blocking(move |conn| storage::append(conn, &target, || rx.blocking_recv()));
-        let data = stream::once(futures::future::ready(Ok(first)))
-            .chain(input.map_err(FlightError::from));
+        let writer =
+            self.blocking(move |conn| storage::append(conn, &target, || rx.blocking_recv()));
+        let data =
+            stream::once(futures::future::ready(Ok(first))).chain(input.map_err(FlightError::from));
         let batches = FlightRecordBatchStream::new_from_flight_data(data);
         let (written, fed) = tokio::join!(writer, feed(batches, tx, self.abort.clone()));
         // A broken input stream explains a rolled-back write best.
@@ -222,12 +227,13 @@ impl WorkerService {
                 let target = create
                     .target
                     .ok_or_else(|| Error::BadRequest("create_shard without a target".into()))?;
-                let schema = fsql_proto::ipc::schema_from_bytes(&create.schema).map_err(
-                    |source| Error::BadSchema {
-                        what: "schema in create_shard",
-                        source,
-                    },
-                )?;
+                let schema =
+                    fsql_proto::ipc::schema_from_bytes(&create.schema).map_err(|source| {
+                        Error::BadSchema {
+                            what: "schema in create_shard",
+                            source,
+                        }
+                    })?;
                 let table = storage::table_name(&target)?;
                 let created = self
                     .blocking(move |conn| storage::create_shard(conn, &target, &schema))
@@ -488,7 +494,10 @@ impl FlightService for WorkerService {
         ))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket: ShardTicket = self
             .signer
             .verify(&request.get_ref().ticket)
@@ -540,10 +549,7 @@ impl FlightService for WorkerService {
         let table = storage::table_name(&target)?;
         let span = tracing::info_span!("do_put", query_id = %query_id, table = %table);
         async move {
-            let rows = self
-                .put(first, target, input)
-                .await
-                .map_err(Status::from)?;
+            let rows = self.put(first, target, input).await.map_err(Status::from)?;
             tracing::info!(rows, "append committed");
             let result = PutResult {
                 app_metadata: WriteResult { rows }.encode_to_vec().into(),
@@ -573,7 +579,9 @@ impl FlightService for WorkerService {
             .instrument(span.clone())
             .await
             .map_err(|e| span.in_scope(|| Status::from(e)))?;
-        Ok(Response::new(stream::iter(results.into_iter().map(Ok)).boxed()))
+        Ok(Response::new(
+            stream::iter(results.into_iter().map(Ok)).boxed(),
+        ))
     }
 
     async fn list_actions(

@@ -144,10 +144,8 @@ impl Gen {
                     return unsupported(format!("scan of {}", scan.table_name));
                 };
                 let name = fsql_proto::shard_table_name(&table.table, self.shard, table.reference);
-                let full = DFSchema::try_from_qualified_schema(
-                    scan.table_name.clone(),
-                    &table.schema,
-                )?;
+                let full =
+                    DFSchema::try_from_qualified_schema(scan.table_name.clone(), &table.schema)?;
                 let scope = Scope::Table(&full);
                 let projection: Vec<usize> = match &scan.projection {
                     Some(p) => p.clone(),
@@ -165,11 +163,7 @@ impl Gen {
                     if out > 0 {
                         sql.push_str(", ");
                     }
-                    let _ = write!(
-                        sql,
-                        "{} AS c{out}",
-                        fsql_proto::quote_ident(field.name())
-                    );
+                    let _ = write!(sql, "{} AS c{out}", fsql_proto::quote_ident(field.name()));
                 }
                 let _ = write!(sql, " FROM {}", fsql_proto::quote_ident(&name));
                 if !scan.filters.is_empty() {
@@ -243,7 +237,10 @@ impl Gen {
                 let scope = Scope::Single(s.input.schema());
                 let order = self.order_by(&s.expr, &scope)?;
                 let n = s.input.schema().fields().len();
-                let mut sql = format!("SELECT {} FROM ({input}) AS t ORDER BY {order}", cols(n, ""));
+                let mut sql = format!(
+                    "SELECT {} FROM ({input}) AS t ORDER BY {order}",
+                    cols(n, "")
+                );
                 if let Some(f) = s.fetch {
                     let _ = write!(sql, " LIMIT {f}");
                 }
@@ -272,7 +269,10 @@ impl Gen {
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let inner = self.plan(input)?;
                 let n = input.schema().fields().len();
-                Ok(format!("SELECT DISTINCT {} FROM ({inner}) AS t", cols(n, "")))
+                Ok(format!(
+                    "SELECT DISTINCT {} FROM ({inner}) AS t",
+                    cols(n, "")
+                ))
             }
             LogicalPlan::Join(j) => {
                 let left = self.plan(&j.left)?;
@@ -303,7 +303,10 @@ impl Gen {
                 };
                 let sql = match j.join_type {
                     JoinType::Inner => {
-                        format!("SELECT {} FROM ({left}) AS l JOIN ({right}) AS r ON {on}", both())
+                        format!(
+                            "SELECT {} FROM ({left}) AS l JOIN ({right}) AS r ON {on}",
+                            both()
+                        )
                     }
                     JoinType::Left => format!(
                         "SELECT {} FROM ({left}) AS l LEFT JOIN ({right}) AS r ON {on}",
@@ -594,9 +597,10 @@ fn literal(v: &ScalarValue) -> Result<String> {
             format!("make_timestamp(CAST({x} AS BIGINT) * 1000)")
         }
         TimestampMicrosecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT))"),
-        TimestampNanosecond(Some(x), None) => {
-            typed(format!("make_timestamp(CAST({} AS BIGINT))", x / 1000), "TIMESTAMP_NS")
-        }
+        TimestampNanosecond(Some(x), None) => typed(
+            format!("make_timestamp(CAST({} AS BIGINT))", x / 1000),
+            "TIMESTAMP_NS",
+        ),
         IntervalYearMonth(Some(m)) => format!("to_months({m})"),
         IntervalDayTime(Some(d)) => format!(
             "(to_days({}) + to_microseconds(CAST({} AS BIGINT) * 1000))",
@@ -609,10 +613,7 @@ fn literal(v: &ScalarValue) -> Result<String> {
             i.nanoseconds / 1000
         ),
         other => {
-            return unsupported(format!(
-                "literal of type {} ({other})",
-                other.data_type()
-            ));
+            return unsupported(format!("literal of type {} ({other})", other.data_type()));
         }
     })
 }
@@ -667,12 +668,21 @@ mod tests {
 
     #[test]
     fn literals_carry_types() {
-        assert_eq!(literal(&ScalarValue::Int32(Some(-3))).unwrap(), "CAST(-3 AS INTEGER)");
-        assert_eq!(literal(&ScalarValue::Utf8(Some("it's".into()))).unwrap(), "'it''s'");
+        assert_eq!(
+            literal(&ScalarValue::Int32(Some(-3))).unwrap(),
+            "CAST(-3 AS INTEGER)"
+        );
+        assert_eq!(
+            literal(&ScalarValue::Utf8(Some("it's".into()))).unwrap(),
+            "'it''s'"
+        );
         assert_eq!(
             literal(&ScalarValue::Date32(Some(0))).unwrap(),
             "CAST('1970-01-01' AS DATE)"
         );
-        assert_eq!(literal(&ScalarValue::Int64(None)).unwrap(), "CAST(NULL AS BIGINT)");
+        assert_eq!(
+            literal(&ScalarValue::Int64(None)).unwrap(),
+            "CAST(NULL AS BIGINT)"
+        );
     }
 }

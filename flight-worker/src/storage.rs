@@ -197,7 +197,9 @@ fn sql_string(s: &str) -> String {
 pub fn table_name(target: &ShardTarget) -> Result<String> {
     let table = &target.table;
     if table.is_empty() {
-        return Err(Error::BadRequest("shard target has an empty table name".into()));
+        return Err(Error::BadRequest(
+            "shard target has an empty table name".into(),
+        ));
     }
     if table.chars().any(char::is_control) {
         return Err(Error::BadRequest(format!(
@@ -270,7 +272,11 @@ fn sql_type(dt: &DataType) -> std::result::Result<String, &'static str> {
             }
             let mut members = Vec::with_capacity(fields.len());
             for f in fields {
-                members.push(format!("{} {}", quote_ident(f.name()), sql_type(f.data_type())?));
+                members.push(format!(
+                    "{} {}",
+                    quote_ident(f.name()),
+                    sql_type(f.data_type())?
+                ));
             }
             format!("STRUCT({})", members.join(", "))
         }
@@ -367,7 +373,11 @@ pub fn create_shard(conn: &Connection, target: &ShardTarget, schema: &Schema) ->
         if same {
             return Ok(false);
         }
-        let names: Vec<&str> = existing.fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = existing
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         return Err(Error::ShardConflict {
             table,
             existing: names.join(", "),
@@ -429,7 +439,11 @@ pub fn shard_stats(conn: &Connection, target: &ShardTarget) -> Result<ShardStat>
             measures.push(format!("CAST(coalesce(sum({len}), 0) AS BIGINT)"));
         }
     }
-    let sql = format!("SELECT {} FROM {}", measures.join(", "), quote_ident(&table));
+    let sql = format!(
+        "SELECT {} FROM {}",
+        measures.join(", "),
+        quote_ident(&table)
+    );
     let values: Vec<i64> = conn
         .query_row(&sql, [], |row| {
             (0..measures.len()).map(|i| row.get::<_, i64>(i)).collect()
@@ -618,10 +632,7 @@ pub fn run_query(
     }
     // `step` (unlike the `ArrowStream` iterator) reports fetch errors,
     // including an interrupt, instead of panicking.
-    while let Some(chunk) = stmt
-        .step()
-        .map_err(Error::duckdb("running the fragment"))?
-    {
+    while let Some(chunk) = stmt.step().map_err(Error::duckdb("running the fragment"))? {
         if chunk.is_empty() {
             continue;
         }
@@ -717,7 +728,11 @@ mod tests {
             "TIMESTAMP_MS"
         );
         assert_eq!(
-            ty(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))).unwrap(),
+            ty(DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into())
+            ))
+            .unwrap(),
             "TIMESTAMPTZ"
         );
         assert_eq!(
@@ -886,8 +901,14 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Internal);
 
         // A missing table is NOT_FOUND.
-        let err = run_query(&conn, "SELECT * FROM \"gone__s0\"", &expected, || true, |_| true)
-            .unwrap_err();
+        let err = run_query(
+            &conn,
+            "SELECT * FROM \"gone__s0\"",
+            &expected,
+            || true,
+            |_| true,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 
         // The consumer leaving stops the query.

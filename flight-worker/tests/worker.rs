@@ -1,6 +1,8 @@
 //! A real worker on 127.0.0.1:0 in a temporary directory, driven through
 //! the Flight client the coordinator uses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +32,9 @@ const SECRET: &[u8] = b"worker-test-secret-0123456789";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn with_timeout<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out")
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .expect("test timed out")
 }
 
 async fn start(dir: &Path) -> WorkerHandle {
@@ -51,11 +55,15 @@ async fn client(worker: &WorkerHandle) -> FlightClient {
     FlightClient::new(channel)
 }
 
-fn code(e: &FlightError) -> Code {
+fn status(e: &FlightError) -> &tonic::Status {
     match e {
-        FlightError::Tonic(status) => status.code(),
+        FlightError::Tonic(status) => status,
         other => panic!("expected a gRPC status, got {other}"),
     }
+}
+
+fn code(e: &FlightError) -> Code {
+    status(e).code()
 }
 
 fn signed(command: Command) -> Bytes {
@@ -88,13 +96,19 @@ fn batch(from: i64, to: i64) -> RecordBatch {
         table_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(from..to)),
-            Arc::new(StringArray::from_iter_values((from..to).map(|i| format!("n{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                (from..to).map(|i| format!("n{i}")),
+            )),
         ],
     )
     .unwrap()
 }
 
-async fn action(client: &mut FlightClient, kind: &str, body: Bytes) -> Result<Vec<Bytes>, FlightError> {
+async fn action(
+    client: &mut FlightClient,
+    kind: &str,
+    body: Bytes,
+) -> Result<Vec<Bytes>, FlightError> {
     client
         .do_action(Action {
             r#type: kind.into(),
@@ -105,7 +119,11 @@ async fn action(client: &mut FlightClient, kind: &str, body: Bytes) -> Result<Ve
         .await
 }
 
-async fn create(client: &mut FlightClient, t: &ShardTarget, schema: &Schema) -> Result<(), FlightError> {
+async fn create(
+    client: &mut FlightClient,
+    t: &ShardTarget,
+    schema: &Schema,
+) -> Result<(), FlightError> {
     let body = signed(Command::CreateShard(CreateShard {
         target: Some(t.clone()),
         schema: fsql_proto::ipc::schema_to_bytes(schema).unwrap(),
@@ -121,23 +139,49 @@ async fn stats(client: &mut FlightClient, targets: &[ShardTarget]) -> Vec<ShardS
     }));
     let results = action(client, "shard_stats", body).await.unwrap();
     assert_eq!(results.len(), 1);
-    ShardStatsResponse::decode(results[0].clone()).unwrap().stats
+    ShardStatsResponse::decode(results[0].clone())
+        .unwrap()
+        .stats
 }
 
-async fn put(client: &mut FlightClient, t: &ShardTarget, batches: Vec<RecordBatch>) -> Result<u64, FlightError> {
+async fn put(
+    client: &mut FlightClient,
+    t: &ShardTarget,
+    batches: Vec<RecordBatch>,
+) -> Result<u64, FlightError> {
+    let schema = batches.first().map_or_else(table_schema, |b| b.schema());
+    put_as(client, t, schema, batches).await
+}
+
+/// Writes `batches` with the stream schema `schema`, as a client would.
+async fn put_as(
+    client: &mut FlightClient,
+    t: &ShardTarget,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<u64, FlightError> {
     let descriptor = FlightDescriptor::new_cmd(signed(Command::Write(ShardWrite {
         target: Some(t.clone()),
     })));
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(descriptor))
+        .with_schema(schema)
         .build(futures::stream::iter(batches.into_iter().map(Ok)));
     let results: Vec<_> = client.do_put(data).await?.try_collect().await?;
     assert_eq!(results.len(), 1);
-    Ok(WriteResult::decode(results[0].app_metadata.clone()).unwrap().rows)
+    Ok(WriteResult::decode(results[0].app_metadata.clone())
+        .unwrap()
+        .rows)
 }
 
 /// A ticket scanning shard `t` of table `table`, expecting `expected`.
-fn scan_ticket(table: &str, shard: u32, schema: SchemaRef, expected: &Schema, signer: &Signer) -> Ticket {
+fn scan_ticket(
+    table: &str,
+    shard: u32,
+    schema: SchemaRef,
+    expected: &Schema,
+    signer: &Signer,
+) -> Ticket {
     let provider = ShardScanTable {
         table: table.into(),
         reference: false,
@@ -159,13 +203,19 @@ fn scan_ticket(table: &str, shard: u32, schema: SchemaRef, expected: &Schema, si
     Ticket::new(signer.sign(&mut ticket))
 }
 
-async fn get(client: &mut FlightClient, ticket: Ticket) -> Result<(SchemaRef, Vec<RecordBatch>), FlightError> {
+async fn get(
+    client: &mut FlightClient,
+    ticket: Ticket,
+) -> Result<(SchemaRef, Vec<RecordBatch>), FlightError> {
     let mut stream = client.do_get(ticket).await?;
     let mut batches = Vec::new();
     while let Some(b) = stream.next().await {
         batches.push(b?);
     }
-    let schema = stream.schema().cloned().expect("the stream carries a schema");
+    let schema = stream
+        .schema()
+        .cloned()
+        .expect("the stream carries a schema");
     Ok((schema, batches))
 }
 
@@ -179,7 +229,10 @@ async fn health_and_list_actions() {
         assert_eq!(id, vec![Bytes::from(worker.id().to_string())]);
         let actions: Vec<_> = c.list_actions().await.unwrap().try_collect().await.unwrap();
         let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
-        assert_eq!(names, ["create_shard", "drop_shard", "shard_stats", "health"]);
+        assert_eq!(
+            names,
+            ["create_shard", "drop_shard", "shard_stats", "health"]
+        );
         worker.shutdown().await;
     })
     .await;
@@ -200,7 +253,9 @@ async fn create_put_stats_drop() {
         let err = create(&mut c, &t, &other).await.unwrap_err();
         assert_eq!(code(&err), Code::AlreadyExists, "{err}");
 
-        let rows = put(&mut c, &t, vec![batch(0, 10), batch(10, 5000)]).await.unwrap();
+        let rows = put(&mut c, &t, vec![batch(0, 10), batch(10, 5000)])
+            .await
+            .unwrap();
         assert_eq!(rows, 5000);
         // An empty write commits nothing and succeeds.
         assert_eq!(put(&mut c, &t, vec![]).await.unwrap(), 0);
@@ -218,7 +273,12 @@ async fn create_put_stats_drop() {
         let body = signed(Command::DropShard(DropShard {
             target: Some(t.clone()),
         }));
-        assert!(action(&mut c, "drop_shard", body.clone()).await.unwrap().is_empty());
+        assert!(
+            action(&mut c, "drop_shard", body.clone())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Dropping again is fine.
         assert!(action(&mut c, "drop_shard", body).await.unwrap().is_empty());
         assert!(!stats(&mut c, std::slice::from_ref(&t)).await[0].exists);
@@ -245,16 +305,21 @@ async fn put_is_all_or_nothing() {
             Field::new("id", DataType::Int64, true),
             Field::new("name", DataType::Utf8, true),
         ]));
+        let good =
+            RecordBatch::try_new(Arc::clone(&nullable), batch(0, 3000).columns().to_vec()).unwrap();
         let bad = RecordBatch::try_new(
-            nullable,
+            Arc::clone(&nullable),
             vec![
                 Arc::new(Int64Array::from(vec![Some(1), None])),
                 Arc::new(StringArray::from(vec!["a", "b"])),
             ],
         )
         .unwrap();
-        let err = put(&mut c, &t, vec![batch(0, 3000), bad]).await.unwrap_err();
+        let err = put_as(&mut c, &t, nullable, vec![good, bad])
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+        assert!(status(&err).message().contains("NOT NULL"), "{err}");
 
         // Wrong number of columns.
         let narrow = RecordBatch::try_new(
@@ -315,7 +380,9 @@ async fn bad_tickets_and_requests_are_refused() {
             expires_at_ms: fsql_proto::now_ms() - 1_000,
             ..Default::default()
         };
-        let err = get(&mut c, Ticket::new(signer.sign(&mut expired))).await.unwrap_err();
+        let err = get(&mut c, Ticket::new(signer.sign(&mut expired)))
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), Code::Unauthenticated, "{err}");
 
         // Well signed, but the fragment is not a plan.
@@ -326,7 +393,9 @@ async fn bad_tickets_and_requests_are_refused() {
             expires_at_ms: fsql_proto::now_ms() + 60_000,
             ..Default::default()
         };
-        let err = get(&mut c, Ticket::new(signer.sign(&mut junk))).await.unwrap_err();
+        let err = get(&mut c, Ticket::new(signer.sign(&mut junk)))
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{err}");
 
         // Actions: unsigned, unknown, mismatched.
@@ -344,7 +413,7 @@ async fn bad_tickets_and_requests_are_refused() {
         assert_eq!(code(&err), Code::Unauthenticated, "{err}");
         let err = action(&mut c, "vacuum", Bytes::new()).await.unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{err}");
-        assert!(err.to_string().contains("create_shard"), "{err}");
+        assert!(status(&err).message().contains("create_shard"), "{err}");
         let body = signed(Command::DropShard(DropShard {
             target: Some(target("t", 0)),
         }));
@@ -355,7 +424,17 @@ async fn bad_tickets_and_requests_are_refused() {
         let odd = Schema::new(vec![Field::new("n", DataType::Null, true)]);
         let err = create(&mut c, &target("odd", 0), &odd).await.unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{err}");
-        assert!(err.to_string().contains("\"n\""), "{err}");
+        assert!(status(&err).message().contains("column \"n\""), "{err}");
+
+        // A DoPut without a descriptor.
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(table_schema())
+            .build(futures::stream::iter(vec![Ok(batch(0, 1))]));
+        let err = match c.do_put(data).await {
+            Ok(results) => results.try_collect::<Vec<_>>().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(code(&err), Code::InvalidArgument, "{err}");
 
         // Other RPCs.
         let err = c
@@ -416,7 +495,9 @@ async fn do_get_reads_back_cast_to_the_expected_schema() {
         assert_eq!(got, schema);
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
 
-        put(&mut c, &t, vec![batch(0, 4000), batch(4000, 10_000)]).await.unwrap();
+        put(&mut c, &t, vec![batch(0, 4000), batch(4000, 10_000)])
+            .await
+            .unwrap();
 
         // Names and types come from the expected schema, by position.
         let expected = Schema::new(vec![
@@ -431,7 +512,12 @@ async fn do_get_reads_back_cast_to_the_expected_schema() {
         let mut sum = 0i64;
         for b in &batches {
             assert_eq!(b.schema().as_ref(), &expected);
-            sum += b.column(0).as_primitive::<Int64Type>().values().iter().sum::<i64>();
+            sum += b
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .sum::<i64>();
             assert_eq!(b.column(1).data_type(), &DataType::LargeUtf8);
             assert_eq!(b.column(1).null_count(), 0);
         }
@@ -462,7 +548,9 @@ async fn abandoned_stream_does_not_block_the_worker() {
         let t = target("big", 0);
         let schema = table_schema();
         create(&mut c, &t, &schema).await.unwrap();
-        let batches: Vec<_> = (0..20).map(|i| batch(i * 10_000, (i + 1) * 10_000)).collect();
+        let batches: Vec<_> = (0..20)
+            .map(|i| batch(i * 10_000, (i + 1) * 10_000))
+            .collect();
         assert_eq!(put(&mut c, &t, batches).await.unwrap(), 200_000);
 
         // Read one batch of a big result and walk away, several times.

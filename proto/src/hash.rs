@@ -139,7 +139,11 @@ pub fn hash_array(array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
                 out[i] = v.map(hash_bytes);
             }
         }
-        other => return Err(format!("cannot hash-distribute on a column of type {other}")),
+        other => {
+            return Err(format!(
+                "cannot hash-distribute on a column of type {other}"
+            ));
+        }
     }
     Ok(out)
 }

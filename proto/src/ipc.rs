@@ -23,7 +23,8 @@ pub fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
 pub fn batches_to_bytes(schema: &Schema, batches: &[RecordBatch]) -> Result<Bytes, ArrowError> {
     let mut buf = Vec::new();
     {
-        let mut w = StreamWriter::try_new_with_options(&mut buf, schema, IpcWriteOptions::default())?;
+        let mut w =
+            StreamWriter::try_new_with_options(&mut buf, schema, IpcWriteOptions::default())?;
         for b in batches {
             w.write(b)?;
         }

@@ -18,12 +18,18 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum SignError {
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
-    #[error("{what} signature does not verify (forged, altered, or signed with another cluster secret)")]
+    #[error(
+        "{what} signature does not verify (forged, altered, or signed with another cluster secret)"
+    )]
     BadSignature { what: &'static str },
     #[error("{what} expired {ago_ms} ms ago; request a new one")]
     Expired { what: &'static str, ago_ms: i64 },
     #[error("{what} has wire version {got}, this server speaks {want}")]
-    Version { what: &'static str, got: u32, want: u32 },
+    Version {
+        what: &'static str,
+        got: u32,
+        want: u32,
+    },
 }
 
 /// A message with a signature field, an expiry and a version.
@@ -165,7 +171,9 @@ mod tests {
         let bytes = t.encode_to_vec();
         assert_eq!(
             s.verify::<ShardTicket>(&bytes).unwrap_err(),
-            SignError::BadSignature { what: "shard ticket" }
+            SignError::BadSignature {
+                what: "shard ticket"
+            }
         );
     }
 

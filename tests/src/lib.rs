@@ -55,7 +55,11 @@ pub mod reference {
             let null = if f.is_nullable() { "" } else { " NOT NULL" };
             cols.push(format!("{} {ty}{null}", quote_ident(f.name())));
         }
-        Ok(format!("CREATE TABLE {} ({})", quote_ident(name), cols.join(", ")))
+        Ok(format!(
+            "CREATE TABLE {} ({})",
+            quote_ident(name),
+            cols.join(", ")
+        ))
     }
 
     /// Creates table `name` with the columns of `schema`.
@@ -130,11 +134,11 @@ pub mod compare {
 
     use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
     use arrow::datatypes::{
-        DataType, Date32Type, Date64Type, Decimal128Type, Decimal256Type, Float32Type,
-        Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType,
-        Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
-        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-        TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+        DataType, Date32Type, Date64Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type,
+        Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType, Time32SecondType,
+        Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
+        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
+        UInt16Type, UInt32Type, UInt64Type,
     };
     use arrow::util::display::array_value_to_string;
     use arrow::util::pretty::pretty_format_batches;
@@ -213,7 +217,11 @@ pub mod compare {
             v /= 10;
             s -= 1;
         }
-        if s == 0 { Cell::Int(v) } else { Cell::Dec(v, s) }
+        if s == 0 {
+            Cell::Int(v)
+        } else {
+            Cell::Dec(v, s)
+        }
     }
 
     fn floats_equal(a: f64, b: f64) -> bool {
@@ -285,7 +293,13 @@ pub mod compare {
     {
         let p = a.as_primitive::<T>();
         (0..p.len())
-            .map(|i| if p.is_null(i) { Cell::Null } else { f(p.value(i)) })
+            .map(|i| {
+                if p.is_null(i) {
+                    Cell::Null
+                } else {
+                    f(p.value(i))
+                }
+            })
             .collect()
     }
 
@@ -334,49 +348,61 @@ pub mod compare {
                 TimeUnit::Microsecond => primitive::<TimestampMicrosecondType, _>(a, |v| {
                     Cell::Temporal(i128::from(v) * 1_000)
                 }),
-                TimeUnit::Nanosecond => primitive::<TimestampNanosecondType, _>(a, |v| {
-                    Cell::Temporal(i128::from(v))
-                }),
+                TimeUnit::Nanosecond => {
+                    primitive::<TimestampNanosecondType, _>(a, |v| Cell::Temporal(i128::from(v)))
+                }
             },
-            D::Time32(TimeUnit::Second) => primitive::<Time32SecondType, _>(a, |v| {
-                Cell::Time(i128::from(v) * 1_000_000_000)
-            }),
-            D::Time32(_) => primitive::<Time32MillisecondType, _>(a, |v| {
-                Cell::Time(i128::from(v) * 1_000_000)
-            }),
-            D::Time64(TimeUnit::Microsecond) => primitive::<Time64MicrosecondType, _>(a, |v| {
-                Cell::Time(i128::from(v) * 1_000)
-            }),
-            D::Time64(_) => {
-                primitive::<Time64NanosecondType, _>(a, |v| Cell::Time(i128::from(v)))
+            D::Time32(TimeUnit::Second) => {
+                primitive::<Time32SecondType, _>(a, |v| Cell::Time(i128::from(v) * 1_000_000_000))
             }
+            D::Time32(_) => {
+                primitive::<Time32MillisecondType, _>(a, |v| Cell::Time(i128::from(v) * 1_000_000))
+            }
+            D::Time64(TimeUnit::Microsecond) => {
+                primitive::<Time64MicrosecondType, _>(a, |v| Cell::Time(i128::from(v) * 1_000))
+            }
+            D::Time64(_) => primitive::<Time64NanosecondType, _>(a, |v| Cell::Time(i128::from(v))),
             D::Boolean => {
                 let b = a.as_boolean();
-                (0..n).map(|i| null_or(i, &|i| Cell::Bool(b.value(i)))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Bool(b.value(i))))
+                    .collect()
             }
             D::Utf8 => {
                 let s = a.as_string::<i32>();
-                (0..n).map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string())))
+                    .collect()
             }
             D::LargeUtf8 => {
                 let s = a.as_string::<i64>();
-                (0..n).map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string())))
+                    .collect()
             }
             D::Utf8View => {
                 let s = a.as_string_view();
-                (0..n).map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Str(s.value(i).to_string())))
+                    .collect()
             }
             D::Binary => {
                 let s = a.as_binary::<i32>();
-                (0..n).map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec())))
+                    .collect()
             }
             D::LargeBinary => {
                 let s = a.as_binary::<i64>();
-                (0..n).map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec())))
+                    .collect()
             }
             D::BinaryView => {
                 let s = a.as_binary_view();
-                (0..n).map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec()))).collect()
+                (0..n)
+                    .map(|i| null_or(i, &|i| Cell::Bytes(s.value(i).to_vec())))
+                    .collect()
             }
             D::Float16 | D::Decimal32(..) | D::Decimal64(..) | D::Dictionary(..) => {
                 let target = match a.data_type() {
@@ -418,8 +444,16 @@ pub mod compare {
             let mut rows = Vec::new();
             let (names, types) = match batches.first() {
                 Some(b) => (
-                    b.schema().fields().iter().map(|f| f.name().clone()).collect(),
-                    b.schema().fields().iter().map(|f| f.data_type().clone()).collect(),
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect(),
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect(),
                 ),
                 None => (Vec::new(), Vec::new()),
             };
@@ -580,7 +614,10 @@ pub mod compare {
                     act.rows[r].get(c).and_then(Cell::as_f64),
                 ) {
                     (Some(x), Some(y)) if x != y => {
-                        format!(" (relative difference {:.3e})", (x - y).abs() / x.abs().max(y.abs()))
+                        format!(
+                            " (relative difference {:.3e})",
+                            (x - y).abs() / x.abs().max(y.abs())
+                        )
                     }
                     _ => String::new(),
                 };
@@ -601,7 +638,11 @@ pub mod compare {
             ));
         } else {
             let extra = ne.min(na);
-            let (side, label) = if ne > na { (&exp, "expected") } else { (&act, "actual") };
+            let (side, label) = if ne > na {
+                (&exp, "expected")
+            } else {
+                (&act, "actual")
+            };
             msg.push_str(&format!(
                 "the first {extra} rows agree ({order}); first extra {label} row {extra}:\n{}\n",
                 side.pretty_row(extra)
@@ -612,7 +653,11 @@ pub mod compare {
 
     #[cfg(test)]
     mod tests {
-        #![allow(clippy::unwrap_used, clippy::expect_used)]
+        #![allow(
+            clippy::unwrap_used,
+            clippy::expect_used,
+            clippy::cloned_ref_to_slice_refs
+        )]
         use super::*;
         use arrow::array::{
             Date32Array, Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
@@ -671,12 +716,21 @@ pub mod compare {
 
         #[test]
         fn wrong_string_and_row_count_fail() {
-            let e = batch(vec![("s", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef)]);
-            let a = batch(vec![("s", Arc::new(StringArray::from(vec!["a", "B"])) as ArrayRef)]);
+            let e = batch(vec![(
+                "s",
+                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            )]);
+            let a = batch(vec![(
+                "s",
+                Arc::new(StringArray::from(vec!["a", "B"])) as ArrayRef,
+            )]);
             assert!(compare_results(&[e.clone()], &[a], true).is_err());
             let short = e.slice(0, 1);
             let err = compare_results(&[e.clone()], &[short], true).unwrap_err();
-            assert!(err.contains("row count differs: expected 2, actual 1"), "{err}");
+            assert!(
+                err.contains("row count differs: expected 2, actual 1"),
+                "{err}"
+            );
             assert!(compare_results(&[e], &[], true).is_err());
             compare_results(&[], &[], true).unwrap();
         }
@@ -694,7 +748,10 @@ pub mod compare {
 
         #[test]
         fn integer_widths_and_whole_decimals_are_integers() {
-            let e = batch(vec![("n", Arc::new(Int32Array::from(vec![7, -3])) as ArrayRef)]);
+            let e = batch(vec![(
+                "n",
+                Arc::new(Int32Array::from(vec![7, -3])) as ArrayRef,
+            )]);
             let a = batch(vec![("n", dec(&[700, -300], 38, 2))]);
             compare_results(&[e.clone()], &[a], true).unwrap();
             let a = batch(vec![("n", dec(&[7, -3], 38, 0))]);
@@ -706,8 +763,12 @@ pub mod compare {
         #[test]
         fn decimals_compare_exactly_across_scales() {
             let e = batch(vec![("d", dec(&[12345], 15, 2))]);
-            compare_results(&[e.clone()], &[batch(vec![("d", dec(&[123450000], 38, 6))])], true)
-                .unwrap();
+            compare_results(
+                &[e.clone()],
+                &[batch(vec![("d", dec(&[123450000], 38, 6))])],
+                true,
+            )
+            .unwrap();
             // one unit in the 6th decimal place is a difference between two decimals
             let a = batch(vec![("d", dec(&[123450001], 38, 6))]);
             assert!(compare_results(&[e], &[a], true).is_err());
@@ -740,9 +801,15 @@ pub mod compare {
 
         #[test]
         fn nulls() {
-            let e = batch(vec![("x", Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef)]);
+            let e = batch(vec![(
+                "x",
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            )]);
             compare_results(&[e.clone()], &[e.clone()], true).unwrap();
-            let a = batch(vec![("x", Arc::new(Int64Array::from(vec![Some(1), Some(0)])) as ArrayRef)]);
+            let a = batch(vec![(
+                "x",
+                Arc::new(Int64Array::from(vec![Some(1), Some(0)])) as ArrayRef,
+            )]);
             assert!(compare_results(&[e], &[a], true).is_err());
         }
 
@@ -753,19 +820,31 @@ pub mod compare {
                 ("d", Arc::new(Date32Array::from(vec![0, 9568]))),
             ]);
             let a = batch(vec![
-                ("s", Arc::new(StringViewArray::from(vec!["x", "y"])) as ArrayRef),
+                (
+                    "s",
+                    Arc::new(StringViewArray::from(vec!["x", "y"])) as ArrayRef,
+                ),
                 (
                     "d",
-                    Arc::new(TimestampMicrosecondArray::from(vec![0, 9568 * 86_400_000_000])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![
+                        0,
+                        9568 * 86_400_000_000,
+                    ])),
                 ),
             ]);
             compare_results(&[e.clone()], &[a], true).unwrap();
             let a = batch(vec![
-                ("s", Arc::new(StringViewArray::from(vec!["x", "y"])) as ArrayRef),
+                (
+                    "s",
+                    Arc::new(StringViewArray::from(vec!["x", "y"])) as ArrayRef,
+                ),
                 ("d", Arc::new(Date32Array::from(vec![0, 9569]))),
             ]);
             let err = compare_results(&[e], &[a], true).unwrap_err();
-            assert!(err.contains("1996-03-13") && err.contains("1996-03-14"), "{err}");
+            assert!(
+                err.contains("1996-03-13") && err.contains("1996-03-14"),
+                "{err}"
+            );
         }
 
         #[test]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow_flight::Ticket;
-use arrow_flight::sql::{TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::{CommandGetTables, CommandStatementIngest};
+use arrow_flight::sql::{TableDefinitionOptions, TableExistsOption, TableNotExistOption};
 use common::*;
 use futures::TryStreamExt;
 use tonic::Code;
@@ -52,7 +52,11 @@ async fn ddl_dml_and_queries() {
     let worker_urls: Vec<String> = c.cluster.workers.iter().map(|w| w.url()).collect();
     for ep in &info.endpoint {
         assert_eq!(ep.location.len(), 1);
-        assert!(worker_urls.contains(&ep.location[0].uri), "{:?}", ep.location);
+        assert!(
+            worker_urls.contains(&ep.location[0].uri),
+            "{:?}",
+            ep.location
+        );
     }
     let b = cl.read_info(&info).await.unwrap();
     assert_eq!(sorted(i64s(&b, 0)), vec![Some(2), Some(3), Some(4)]);
@@ -68,24 +72,38 @@ async fn ddl_dml_and_queries() {
     assert_eq!(i64s(&b, 0), vec![Some(4)]);
     assert_eq!(i64s(&b, 1), vec![Some(3)]);
     assert_eq!(i64s(&b, 2), vec![Some(10)]);
-    let avg = b[0].column(3).as_primitive::<arrow::datatypes::Float64Type>().value(0);
+    let avg = b[0]
+        .column(3)
+        .as_primitive::<arrow::datatypes::Float64Type>()
+        .value(0);
     assert!((avg - 8.0 / 3.0).abs() < 1e-12, "avg {avg}");
     assert_eq!(b[0].column(4).as_string::<i32>().value(0), "x");
 
     // ORDER BY ... LIMIT across shards.
-    let b = cl.query("SELECT a FROM t ORDER BY a DESC LIMIT 2").await.unwrap();
+    let b = cl
+        .query("SELECT a FROM t ORDER BY a DESC LIMIT 2")
+        .await
+        .unwrap();
     assert_eq!(i64s(&b, 0), vec![Some(4), Some(3)]);
 
     // INSERT ... SELECT, CREATE TABLE AS, round robin and reference tables.
     cl.update("CREATE TABLE r (a BIGINT, b VARCHAR) WITH (distribution = 'reference')")
         .await
         .unwrap();
-    assert_eq!(cl.update("INSERT INTO r SELECT a, b FROM t WHERE a <= 2").await.unwrap(), 2);
+    assert_eq!(
+        cl.update("INSERT INTO r SELECT a, b FROM t WHERE a <= 2")
+            .await
+            .unwrap(),
+        2
+    );
     cl.update("CREATE TABLE rr WITH (distribution = 'round_robin', shards = 3) AS SELECT a * 10 AS x FROM t")
         .await
         .unwrap();
     let b = cl.query("SELECT x FROM rr").await.unwrap();
-    assert_eq!(sorted(i64s(&b, 0)), vec![Some(10), Some(20), Some(30), Some(40)]);
+    assert_eq!(
+        sorted(i64s(&b, 0)),
+        vec![Some(10), Some(20), Some(30), Some(40)]
+    );
     // Join with a reference table runs on the shards.
     let b = cl
         .query("SELECT t.a, r.b FROM t JOIN r ON t.a = r.a")
@@ -107,12 +125,18 @@ async fn ddl_dml_and_queries() {
 async fn prepared_statements_with_parameters() {
     let c = TestCluster::start(2).await;
     let mut cl = c.client().await;
-    cl.update("CREATE TABLE p (id BIGINT, name VARCHAR) WITH (distribution = 'hash(id)', shards = 3)")
-        .await
-        .unwrap();
+    cl.update(
+        "CREATE TABLE p (id BIGINT, name VARCHAR) WITH (distribution = 'hash(id)', shards = 3)",
+    )
+    .await
+    .unwrap();
 
     // DML prepared: empty dataset schema, parameters bound by DoPut.
-    let mut ins = cl.sql.prepare("INSERT INTO p VALUES (?, ?)".into(), None).await.unwrap();
+    let mut ins = cl
+        .sql
+        .prepare("INSERT INTO p VALUES (?, ?)".into(), None)
+        .await
+        .unwrap();
     assert!(ins.dataset_schema().unwrap().fields().is_empty());
     assert_eq!(ins.parameter_schema().unwrap().fields().len(), 2);
     let params = RecordBatch::try_new(
@@ -137,7 +161,10 @@ async fn prepared_statements_with_parameters() {
         .await
         .unwrap();
     assert_eq!(q.dataset_schema().unwrap().field(0).name(), "name");
-    assert_eq!(q.parameter_schema().unwrap().field(0).data_type(), &DataType::Int64);
+    assert_eq!(
+        q.parameter_schema().unwrap().field(0).data_type(),
+        &DataType::Int64
+    );
     for (id, name) in [(2i64, "two"), (3, "three")] {
         q.set_parameters(
             RecordBatch::try_new(
@@ -169,7 +196,9 @@ async fn ingest_and_metadata() {
         Arc::clone(&schema),
         vec![
             Arc::new(Int64Array::from_iter_values(0..1000)),
-            Arc::new(StringArray::from_iter((0..1000).map(|i| (i % 7 != 0).then(|| format!("v{i}"))))),
+            Arc::new(StringArray::from_iter(
+                (0..1000).map(|i| (i % 7 != 0).then(|| format!("v{i}"))),
+            )),
         ],
     )
     .unwrap();
@@ -246,7 +275,9 @@ async fn bad_input_is_refused_and_servers_keep_serving() {
     cl.update("CREATE TABLE t (a BIGINT) WITH (distribution = 'hash(a)', shards = 2)")
         .await
         .unwrap();
-    cl.update("INSERT INTO t VALUES (1), (2), (3)").await.unwrap();
+    cl.update("INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
 
     let e = cl.query("SELEC 1").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
@@ -254,7 +285,10 @@ async fn bad_input_is_refused_and_servers_keep_serving() {
     let e = cl.query("SELECT * FROM no_such_table").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(e.message().contains("no_such_table"), "{e}");
-    let e = cl.update("CREATE TABLE bad (a BIGINT) WITH (distribution = 'hash(zz)')").await.unwrap_err();
+    let e = cl
+        .update("CREATE TABLE bad (a BIGINT) WITH (distribution = 'hash(zz)')")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     let e = cl.update("CREATE TABLE t (a BIGINT)").await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e}");
@@ -283,7 +317,10 @@ async fn bad_input_is_refused_and_servers_keep_serving() {
         Err(e) => to_status(e),
         Ok(s) => to_status(s.try_collect::<Vec<_>>().await.unwrap_err()),
     };
-    assert!(matches!(e.code(), Code::Unauthenticated | Code::InvalidArgument), "{e}");
+    assert!(
+        matches!(e.code(), Code::Unauthenticated | Code::InvalidArgument),
+        "{e}"
+    );
     let mut other = fsql_proto::ShardTicket {
         version: fsql_proto::WIRE_VERSION,
         query_id: "forged".into(),
@@ -311,7 +348,9 @@ async fn merged_only_mode_reads_through_the_coordinator() {
     cl.update("CREATE TABLE t (a BIGINT) WITH (distribution = 'hash(a)', shards = 4)")
         .await
         .unwrap();
-    cl.update("INSERT INTO t VALUES (1), (2), (3), (4), (5)").await.unwrap();
+    cl.update("INSERT INTO t VALUES (1), (2), (3), (4), (5)")
+        .await
+        .unwrap();
     let info = cl.info("SELECT a FROM t").await.unwrap();
     assert_eq!(info.endpoint.len(), 1);
     assert!(info.endpoint[0].location.is_empty());

@@ -38,17 +38,29 @@ fn data() -> RecordBatch {
     let n = 100_000usize;
     let mut k = vec![big; n];
     k.push(small);
-    let g: Vec<Option<i64>> = (0..=n).map(|i| (i % 13 != 0).then_some((i % 97) as i64)).collect();
-    let v: Vec<Option<f64>> = (0..=n).map(|i| (i % 17 != 0).then_some(i as f64 * 0.25 - 1000.0)).collect();
-    let d: Vec<Option<i128>> = (0..=n).map(|i| (i % 5 != 0).then_some((i as i128 * 37) % 100_000 - 3)).collect();
-    let s: Vec<Option<String>> = (0..=n).map(|i| (i % 11 != 0).then(|| format!("s{}", i % 1000))).collect();
+    let g: Vec<Option<i64>> = (0..=n)
+        .map(|i| (i % 13 != 0).then_some((i % 97) as i64))
+        .collect();
+    let v: Vec<Option<f64>> = (0..=n)
+        .map(|i| (i % 17 != 0).then_some(i as f64 * 0.25 - 1000.0))
+        .collect();
+    let d: Vec<Option<i128>> = (0..=n)
+        .map(|i| (i % 5 != 0).then_some((i as i128 * 37) % 100_000 - 3))
+        .collect();
+    let s: Vec<Option<String>> = (0..=n)
+        .map(|i| (i % 11 != 0).then(|| format!("s{}", i % 1000)))
+        .collect();
     RecordBatch::try_new(
         schema(),
         vec![
             Arc::new(Int64Array::from(k)),
             Arc::new(Int64Array::from(g)),
             Arc::new(Float64Array::from(v)),
-            Arc::new(Decimal128Array::from(d).with_precision_and_scale(10, 2).unwrap()),
+            Arc::new(
+                Decimal128Array::from(d)
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
             Arc::new(StringArray::from(s)),
         ],
     )
@@ -56,18 +68,45 @@ fn data() -> RecordBatch {
 }
 
 const QUERIES: &[(&str, bool)] = &[
-    ("SELECT count(*), count(g), count(v), count(DISTINCT g), count(DISTINCT s) FROM skew", true),
-    ("SELECT avg(v), sum(v), min(v), max(v), avg(d), sum(d), min(d), max(d) FROM skew", true),
+    (
+        "SELECT count(*), count(g), count(v), count(DISTINCT g), count(DISTINCT s) FROM skew",
+        true,
+    ),
+    (
+        "SELECT avg(v), sum(v), min(v), max(v), avg(d), sum(d), min(d), max(d) FROM skew",
+        true,
+    ),
     ("SELECT min(s), max(s), count(DISTINCT k) FROM skew", true),
-    ("SELECT g, count(*), avg(v), sum(d) FROM skew GROUP BY g ORDER BY g NULLS FIRST", true),
-    ("SELECT g, count(DISTINCT s) FROM skew GROUP BY g HAVING count(*) > 1000 ORDER BY g", true),
-    ("SELECT k, count(*), avg(v) FROM skew GROUP BY k ORDER BY k", true),
-    ("SELECT k, g, v FROM skew ORDER BY v DESC NULLS LAST, g LIMIT 7", true),
-    ("SELECT k, g, v FROM skew WHERE v IS NOT NULL ORDER BY v LIMIT 5 OFFSET 3", true),
-    ("SELECT s, sum(v) FROM skew WHERE g IS NULL GROUP BY s ORDER BY s NULLS LAST LIMIT 20", true),
+    (
+        "SELECT g, count(*), avg(v), sum(d) FROM skew GROUP BY g ORDER BY g NULLS FIRST",
+        true,
+    ),
+    (
+        "SELECT g, count(DISTINCT s) FROM skew GROUP BY g HAVING count(*) > 1000 ORDER BY g",
+        true,
+    ),
+    (
+        "SELECT k, count(*), avg(v) FROM skew GROUP BY k ORDER BY k",
+        true,
+    ),
+    (
+        "SELECT k, g, v FROM skew ORDER BY v DESC NULLS LAST, g LIMIT 7",
+        true,
+    ),
+    (
+        "SELECT k, g, v FROM skew WHERE v IS NOT NULL ORDER BY v LIMIT 5 OFFSET 3",
+        true,
+    ),
+    (
+        "SELECT s, sum(v) FROM skew WHERE g IS NULL GROUP BY s ORDER BY s NULLS LAST LIMIT 20",
+        true,
+    ),
     ("SELECT count(*) FROM skew WHERE k = 0", true),
     ("SELECT DISTINCT g FROM skew ORDER BY g", true),
-    ("SELECT count(*), count(v), avg(v), sum(v), min(s), count(DISTINCT g) FROM empty_t", true),
+    (
+        "SELECT count(*), count(v), avg(v), sum(v), min(s), count(DISTINCT g) FROM empty_t",
+        true,
+    ),
     ("SELECT g, sum(v) FROM empty_t GROUP BY g", false),
     ("SELECT k, v FROM empty_t ORDER BY v LIMIT 3", true),
 ];

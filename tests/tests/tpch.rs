@@ -86,7 +86,10 @@ async fn explain_q1_aggregates_on_the_shards() {
         .collect();
     // The merge plan aggregates the shards' partial aggregates ...
     assert!(text.contains("Merged at the coordinator"), "{text}");
-    assert!(text.contains("FragmentScan: 4 shard(s) of lineitem"), "{text}");
+    assert!(
+        text.contains("FragmentScan: 4 shard(s) of lineitem"),
+        "{text}"
+    );
     // ... and the fragment each shard runs is itself a GROUP BY.
     let fragment = text
         .split("runs on 4 shard(s)")

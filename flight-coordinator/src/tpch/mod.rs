@@ -264,7 +264,9 @@ pub fn generate_part(
         return Err(format!("invalid TPC-H scale factor {sf}"));
     }
     if parts == 0 || part == 0 || part > parts {
-        return Err(format!("invalid part {part} of {parts} (parts are 1-based)"));
+        return Err(format!(
+            "invalid part {part} of {parts} (parts are 1-based)"
+        ));
     }
     if batch_rows == 0 {
         return Err("batch_rows must be at least 1".to_string());
@@ -274,11 +276,15 @@ pub fn generate_part(
     let schema = Arc::clone(&SCHEMAS[idx]);
     let it: BatchIter = match idx {
         0 => {
-            let rows = NationGenerator::new(sf, 1, 1).iter().filter(move |_| part == 1);
+            let rows = NationGenerator::new(sf, 1, 1)
+                .iter()
+                .filter(move |_| part == 1);
             Box::new(Batches::new(rows, batch_rows, schema, NationCols::new))
         }
         1 => {
-            let rows = RegionGenerator::new(sf, 1, 1).iter().filter(move |_| part == 1);
+            let rows = RegionGenerator::new(sf, 1, 1)
+                .iter()
+                .filter(move |_| part == 1);
             Box::new(Batches::new(rows, batch_rows, schema, RegionCols::new))
         }
         2 => Box::new(Batches::new(
@@ -896,8 +902,7 @@ mod tests {
             for p in 1..=3 {
                 pieces.extend(generate_part(table, 0.01, p, 3, 1000).unwrap());
             }
-            let pieces =
-                arrow::compute::concat_batches(&schema(table).unwrap(), &pieces).unwrap();
+            let pieces = arrow::compute::concat_batches(&schema(table).unwrap(), &pieces).unwrap();
             assert_eq!(whole, pieces, "{table}");
         }
     }
@@ -923,7 +928,10 @@ mod tests {
         assert_eq!(b.num_rows(), 3);
         assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), 155190);
         assert_eq!(b.column(4).as_primitive::<Decimal128Type>().value(0), 1700);
-        assert_eq!(b.column(5).as_primitive::<Decimal128Type>().value(0), 2116823);
+        assert_eq!(
+            b.column(5).as_primitive::<Decimal128Type>().value(0),
+            2116823
+        );
         assert_eq!(b.column(6).as_primitive::<Decimal128Type>().value(0), 4);
         // 1996-03-13 = 9568 days after 1970-01-01
         assert_eq!(b.column(10).as_primitive::<Date32Type>().value(0), 9568);
@@ -936,7 +944,10 @@ mod tests {
         assert_eq!(p.column(2).as_string::<i32>().value(0), "Manufacturer#1");
         assert_eq!(p.column(3).as_string::<i32>().value(0), "Brand#13");
         let s = generate("supplier", 1.0, 1).unwrap().next().unwrap();
-        assert_eq!(s.column(1).as_string::<i32>().value(0), "Supplier#000000001");
+        assert_eq!(
+            s.column(1).as_string::<i32>().value(0),
+            "Supplier#000000001"
+        );
         assert_eq!(s.column(4).as_string::<i32>().value(0), "27-918-335-1736");
     }
 

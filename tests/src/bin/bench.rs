@@ -61,7 +61,13 @@ async fn run_cluster_query(client: &mut FlightSqlServiceClient<Channel>, sql: &s
     for ep in info.endpoint {
         let ticket = ep.ticket.unwrap();
         let batches: Vec<RecordBatch> = if ep.location.is_empty() {
-            client.do_get(ticket).await.unwrap().try_collect().await.unwrap()
+            client
+                .do_get(ticket)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap()
         } else {
             let ch = connect(&ep.location[0].uri).await;
             FlightSqlServiceClient::new(ch)

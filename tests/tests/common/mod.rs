@@ -81,7 +81,10 @@ impl Client {
 
     /// Reads every endpoint of `info` (following locations to the workers),
     /// checking each stream's schema against the FlightInfo schema.
-    pub async fn read_info(&mut self, info: &FlightInfo) -> Result<Vec<RecordBatch>, tonic::Status> {
+    pub async fn read_info(
+        &mut self,
+        info: &FlightInfo,
+    ) -> Result<Vec<RecordBatch>, tonic::Status> {
         let expected = info.clone().try_decode_schema().unwrap();
         let mut out = Vec::new();
         for ep in &info.endpoint {
@@ -95,7 +98,11 @@ impl Client {
             .map_err(to_status)?;
             let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(to_status)?;
             for b in &batches {
-                assert_eq!(b.schema().as_ref(), &expected, "endpoint schema differs from FlightInfo schema");
+                assert_eq!(
+                    b.schema().as_ref(),
+                    &expected,
+                    "endpoint schema differs from FlightInfo schema"
+                );
             }
             out.extend(batches);
         }
@@ -103,16 +110,26 @@ impl Client {
     }
 
     pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-        let info = self.sql.execute(sql.to_string(), None).await.map_err(to_status)?;
+        let info = self
+            .sql
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(to_status)?;
         self.read_info(&info).await
     }
 
     pub async fn info(&mut self, sql: &str) -> Result<FlightInfo, tonic::Status> {
-        self.sql.execute(sql.to_string(), None).await.map_err(to_status)
+        self.sql
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(to_status)
     }
 
     pub async fn update(&mut self, sql: &str) -> Result<i64, tonic::Status> {
-        self.sql.execute_update(sql.to_string(), None).await.map_err(to_status)
+        self.sql
+            .execute_update(sql.to_string(), None)
+            .await
+            .map_err(to_status)
     }
 }
 
@@ -129,5 +146,7 @@ pub fn rows(batches: &[RecordBatch]) -> usize {
 
 /// The batches as aligned text (for assertions and messages).
 pub fn pretty(batches: &[RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
+    arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
 }
