@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Catalog, WorkerInfo};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
-use crate::service::FlightSqlServiceImpl;
+use crate::service::{CoordinatorFlightService, FlightSqlServiceImpl};
 use crate::workers::WorkerPool;
 
 /// Largest message a client may send (ingest batches, parameters).
@@ -100,7 +100,7 @@ pub async fn start(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let server = FlightServiceServer::new(service)
+    let server = FlightServiceServer::new(CoordinatorFlightService::new(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let task = tokio::spawn(async move {

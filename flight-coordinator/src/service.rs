@@ -569,3 +569,107 @@ fn null_params(schema: &SchemaRef) -> Result<RecordBatch, Status> {
     )
     .map_err(|e| Status::internal(e.to_string()))
 }
+
+/// The coordinator's Flight service: [`FlightSqlServiceImpl`] behind a
+/// front that validates commands and tickets first, so malformed protobuf
+/// is INVALID_ARGUMENT with a readable message (arrow-flight's dispatcher
+/// would answer INTERNAL with a debug dump).
+pub struct CoordinatorFlightService {
+    inner: FlightSqlServiceImpl,
+}
+
+impl CoordinatorFlightService {
+    pub fn new(inner: FlightSqlServiceImpl) -> Self {
+        Self { inner }
+    }
+}
+
+fn decode_command(bytes: &[u8], what: &str) -> Result<(), Status> {
+    let any = Any::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))?;
+    arrow_flight::sql::Command::try_from(any)
+        .map(|_| ())
+        .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+type Resp<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl FlightService for CoordinatorFlightService {
+    type HandshakeStream = <FlightSqlServiceImpl as FlightService>::HandshakeStream;
+    type ListFlightsStream = <FlightSqlServiceImpl as FlightService>::ListFlightsStream;
+    type DoGetStream = <FlightSqlServiceImpl as FlightService>::DoGetStream;
+    type DoPutStream = <FlightSqlServiceImpl as FlightService>::DoPutStream;
+    type DoActionStream = <FlightSqlServiceImpl as FlightService>::DoActionStream;
+    type ListActionsStream = <FlightSqlServiceImpl as FlightService>::ListActionsStream;
+    type DoExchangeStream = <FlightSqlServiceImpl as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Resp<Self::HandshakeStream> {
+        FlightService::handshake(&self.inner, request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<arrow_flight::Criteria>,
+    ) -> Resp<Self::ListFlightsStream> {
+        FlightService::list_flights(&self.inner, request).await
+    }
+
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Resp<FlightInfo> {
+        decode_command(&request.get_ref().cmd, "Flight SQL command")?;
+        FlightService::get_flight_info(&self.inner, request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Resp<arrow_flight::PollInfo> {
+        FlightService::poll_flight_info(&self.inner, request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Resp<arrow_flight::SchemaResult> {
+        FlightService::get_schema(&self.inner, request).await
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Resp<Self::DoGetStream> {
+        decode_command(
+            &request.get_ref().ticket,
+            "ticket (not one this coordinator issued)",
+        )?;
+        FlightService::do_get(&self.inner, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Resp<Self::DoPutStream> {
+        FlightService::do_put(&self.inner, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Resp<Self::DoActionStream> {
+        FlightService::do_action(&self.inner, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<arrow_flight::Empty>,
+    ) -> Resp<Self::ListActionsStream> {
+        FlightService::list_actions(&self.inner, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Resp<Self::DoExchangeStream> {
+        FlightService::do_exchange(&self.inner, request).await
+    }
+}

@@ -114,14 +114,6 @@ pub enum Error {
     #[error("fragment result does not match the expected schema: {0}")]
     ResultShape(String),
 
-    /// Building a record batch failed for a reason not covered above.
-    #[error("{context}: {source}")]
-    Arrow {
-        context: &'static str,
-        #[source]
-        source: ArrowError,
-    },
-
     /// The Arrow Flight stream a client sent does not decode.
     #[error("reading the DoPut stream: {0}")]
     Input(#[source] FlightError),
@@ -180,9 +172,7 @@ impl Error {
             Error::ShardConflict { .. } => Code::AlreadyExists,
             Error::DuckDb { source, .. } => duckdb_code(source),
             Error::InputCast { .. } => Code::InvalidArgument,
-            Error::ResultCast { .. } | Error::ResultShape(_) | Error::Arrow { .. } => {
-                Code::Internal
-            }
+            Error::ResultCast { .. } | Error::ResultShape(_) => Code::Internal,
             Error::Input(e) => match e {
                 FlightError::Tonic(status) => status.code(),
                 _ => Code::InvalidArgument,
