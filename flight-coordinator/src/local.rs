@@ -116,14 +116,19 @@ fn local_secret(dir: &std::path::Path) -> Result<Bytes> {
 
 /// Generates TPC-H at scale factor `sf` and loads it through the cluster's
 /// own ingest path. Tables that already exist are left alone.
-pub async fn load_tpch(engine: &Engine, sf: f64, shards: u32) -> Result<()> {
+pub async fn load_tpch(
+    engine: &Engine,
+    sf: f64,
+    shards: u32,
+    layout: crate::tpch::Layout,
+) -> Result<()> {
     for table in crate::tpch::TABLES {
         if engine.catalog.table(table).is_some() {
             tracing::info!(table, "TPC-H table exists, not reloading");
             continue;
         }
         engine
-            .execute_update(&crate::tpch::create_table_sql(table, shards), None)
+            .execute_update(&crate::tpch::create_table_sql(table, shards, layout), None)
             .await?;
         let meta = engine
             .catalog

@@ -42,6 +42,10 @@ enum Command {
         /// Shards per distributed demo table (default: one per worker).
         #[arg(long, env = "FSQL_DEMO_SHARDS")]
         demo_shards: Option<u32>,
+        /// Demo table layout: `star` (only orders and lineitem distributed)
+        /// or `distributed` (customer, part and partsupp distributed too).
+        #[arg(long, env = "FSQL_DEMO_LAYOUT", default_value = "star")]
+        demo_layout: DemoLayout,
         /// Merge every result at the coordinator (clients never read workers).
         #[arg(long, env = "FSQL_NO_DIRECT")]
         no_direct: bool,
@@ -68,6 +72,21 @@ enum Command {
         #[arg(long, env = "FSQL_NO_DIRECT")]
         no_direct: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoLayout {
+    Star,
+    Distributed,
+}
+
+impl From<DemoLayout> for flight_coordinator::tpch::Layout {
+    fn from(l: DemoLayout) -> Self {
+        match l {
+            DemoLayout::Star => Self::Star,
+            DemoLayout::Distributed => Self::Distributed,
+        }
+    }
 }
 
 fn worker_url(addr: &str) -> String {
@@ -122,6 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             data_dir,
             demo_tpch,
             demo_shards,
+            demo_layout,
             no_direct,
             worker_threads,
             worker_memory_limit,
@@ -144,7 +164,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(sf) = demo_tpch {
                 let shards = demo_shards.unwrap_or(workers as u32);
                 tracing::info!(sf, shards, "loading TPC-H demo data");
-                flight_coordinator::local::load_tpch(cluster.engine(), sf, shards).await?;
+                flight_coordinator::local::load_tpch(
+                    cluster.engine(),
+                    sf,
+                    shards,
+                    demo_layout.into(),
+                )
+                .await?;
             }
             println!("flight-coordinator listening on {}", cluster.url());
             shutdown_signal().await;

@@ -517,9 +517,6 @@ impl DistributedPlanner<'_> {
             .enumerate()
             .map(|(i, g)| unalias(g).clone().alias(format!("__g{i}")))
             .collect();
-        let group_cols: Vec<Expr> = (0..a.group_expr.len())
-            .map(|i| col(format!("__g{i}")))
-            .collect();
         let aggs: Vec<&AggregateFunction> = a
             .aggr_expr
             .iter()
@@ -532,13 +529,6 @@ impl DistributedPlanner<'_> {
         if aggs.len() != a.aggr_expr.len() {
             return Ok(None);
         }
-        let n_groups = a.group_expr.len();
-        let out_schema = Arc::clone(&a.schema);
-        let restore = |e: Expr, i: usize| -> Expr {
-            let (q, f) = out_schema.qualified_field(i);
-            Expr::Cast(Cast::new(Box::new(e), f.data_type().clone()))
-                .alias_qualified(q.cloned(), f.name())
-        };
 
         // All aggregates DISTINCT over the same argument: shards send the
         // distinct (groups, argument) pairs, the coordinator aggregates.
@@ -554,19 +544,6 @@ impl DistributedPlanner<'_> {
             }
             let mut partial_groups = group_exprs.clone();
             partial_groups.push(aggs[0].params.args[0].clone().alias("__d"));
-            let partial = LogicalPlan::Aggregate(Aggregate::try_new(
-                Arc::new(child.plan.clone()),
-                partial_groups,
-                vec![],
-            )?);
-            if !translatable(&partial) {
-                return Ok(None);
-            }
-            let scan = self.materialize(Local {
-                plan: partial,
-                dist: child.dist.clone(),
-                tables: child.tables.clone(),
-            })?;
             let finals: Vec<Expr> = aggs
                 .iter()
                 .enumerate()
@@ -576,19 +553,8 @@ impl DistributedPlanner<'_> {
                     Expr::AggregateFunction(f).alias(format!("__f{j}"))
                 })
                 .collect();
-            let fin =
-                LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(scan), group_cols, finals)?);
-            let mut proj = Vec::new();
-            for i in 0..n_groups {
-                proj.push(restore(col(format!("__g{i}")), i));
-            }
-            for j in 0..aggs.len() {
-                proj.push(restore(col(format!("__f{j}")), n_groups + j));
-            }
-            return Ok(Some(LogicalPlan::Projection(Projection::try_new(
-                proj,
-                Arc::new(fin),
-            )?)));
+            let outputs = (0..aggs.len()).map(|j| col(format!("__f{j}"))).collect();
+            return self.finish_split(a, child, partial_groups, vec![], finals, outputs);
         }
 
         let mut partials: Vec<Expr> = Vec::new();
@@ -656,9 +622,25 @@ impl DistributedPlanner<'_> {
                 _ => return Ok(None),
             }
         }
+        self.finish_split(a, child, group_exprs, partials, finals, outputs)
+    }
+
+    /// Builds the two halves of a split aggregate: `partials` grouped by
+    /// `groups` on the shards, then `finals` grouped by the `__g` columns on
+    /// the coordinator, and a projection restoring the original aggregate's
+    /// names and types from the `__g` columns and `outputs`.
+    fn finish_split(
+        &self,
+        a: &Aggregate,
+        child: &Local,
+        groups: Vec<Expr>,
+        partials: Vec<Expr>,
+        finals: Vec<Expr>,
+        outputs: Vec<Expr>,
+    ) -> Result<Option<LogicalPlan>> {
         let partial = LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(child.plan.clone()),
-            group_exprs,
+            groups,
             partials,
         )?);
         if !translatable(&partial) {
@@ -669,14 +651,20 @@ impl DistributedPlanner<'_> {
             dist: child.dist.clone(),
             tables: child.tables.clone(),
         })?;
+        let n_groups = a.group_expr.len();
+        let group_cols = (0..n_groups).map(|i| col(format!("__g{i}"))).collect();
         let fin = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(scan), group_cols, finals)?);
-        let mut proj = Vec::new();
-        for i in 0..n_groups {
-            proj.push(restore(col(format!("__g{i}")), i));
-        }
-        for (j, o) in outputs.into_iter().enumerate() {
-            proj.push(restore(o, n_groups + j));
-        }
+        let restore = |e: Expr, i: usize| -> Expr {
+            let (q, f) = a.schema.qualified_field(i);
+            Expr::Cast(Cast::new(Box::new(e), f.data_type().clone()))
+                .alias_qualified(q.cloned(), f.name())
+        };
+        let proj = (0..n_groups)
+            .map(|i| col(format!("__g{i}")))
+            .chain(outputs)
+            .enumerate()
+            .map(|(i, e)| restore(e, i))
+            .collect();
         Ok(Some(LogicalPlan::Projection(Projection::try_new(
             proj,
             Arc::new(fin),

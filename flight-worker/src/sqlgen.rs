@@ -16,7 +16,7 @@
 
 use std::fmt::Write;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::DataType;
 use datafusion::common::{
     Column, DFSchema, DataFusionError, JoinType, NullEquality, Result, ScalarValue,
 };
@@ -45,44 +45,16 @@ pub fn fragment_to_sql(plan: &LogicalPlan, shard: u32) -> Result<String> {
     Ok(body)
 }
 
-/// The DuckDB type name for an Arrow type.
+/// The DuckDB type name for an Arrow type (the same mapping shard tables
+/// are created with).
 pub fn duckdb_type(dt: &DataType) -> Result<String> {
-    use DataType::*;
-    Ok(match dt {
-        Null => "INTEGER".into(),
-        Boolean => "BOOLEAN".into(),
-        Int8 => "TINYINT".into(),
-        Int16 => "SMALLINT".into(),
-        Int32 => "INTEGER".into(),
-        Int64 => "BIGINT".into(),
-        UInt8 => "UTINYINT".into(),
-        UInt16 => "USMALLINT".into(),
-        UInt32 => "UINTEGER".into(),
-        UInt64 => "UBIGINT".into(),
-        Float16 | Float32 => "FLOAT".into(),
-        Float64 => "DOUBLE".into(),
-        Utf8 | LargeUtf8 | Utf8View => "VARCHAR".into(),
-        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BLOB".into(),
-        Date32 | Date64 => "DATE".into(),
-        Time32(_) | Time64(_) => "TIME".into(),
-        Timestamp(unit, tz) => {
-            let base = match unit {
-                TimeUnit::Second => "TIMESTAMP_S",
-                TimeUnit::Millisecond => "TIMESTAMP_MS",
-                TimeUnit::Microsecond => "TIMESTAMP",
-                TimeUnit::Nanosecond => "TIMESTAMP_NS",
-            };
-            if tz.is_some() {
-                "TIMESTAMPTZ".into()
-            } else {
-                base.into()
-            }
-        }
-        Decimal128(p, s) if *p <= 38 && *s >= 0 => format!("DECIMAL({p},{s})"),
-        Interval(_) | Duration(_) => "INTERVAL".into(),
-        List(f) | LargeList(f) => format!("{}[]", duckdb_type(f.data_type())?),
-        other => return unsupported(format!("type {other} has no DuckDB equivalent")),
-    })
+    crate::storage::sql_type(dt)
+        .or_else(|reason| match dt {
+            // Only as the type of a NULL literal.
+            DataType::Null => Ok("INTEGER".into()),
+            _ => Err(reason),
+        })
+        .or_else(|reason| unsupported(format!("type {dt}: {reason}")))
 }
 
 struct Gen {

@@ -222,7 +222,7 @@ pub fn column_type(field: &Field) -> Result<String> {
     })
 }
 
-fn sql_type(dt: &DataType) -> std::result::Result<String, &'static str> {
+pub(crate) fn sql_type(dt: &DataType) -> std::result::Result<String, &'static str> {
     use arrow::datatypes::TimeUnit;
     Ok(match dt {
         DataType::Boolean => "BOOLEAN".into(),

@@ -6,7 +6,7 @@
 /// `tokio::task::spawn_blocking`.
 pub mod reference {
     use arrow::array::RecordBatch;
-    use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+    use arrow::datatypes::{DataType, Schema, SchemaRef};
     pub use duckdb::Connection;
 
     fn err(context: &str) -> impl Fn(duckdb::Error) -> String + '_ {
@@ -23,28 +23,9 @@ pub mod reference {
         Connection::open_in_memory().map_err(err("open in-memory DuckDB"))
     }
 
-    /// The DuckDB column type for an Arrow type.
+    /// The DuckDB column type for an Arrow type (the workers' own mapping).
     pub fn duckdb_type(data_type: &DataType) -> Result<String, String> {
-        Ok(match data_type {
-            DataType::Boolean => "BOOLEAN".into(),
-            DataType::Int8 => "TINYINT".into(),
-            DataType::Int16 => "SMALLINT".into(),
-            DataType::Int32 => "INTEGER".into(),
-            DataType::Int64 => "BIGINT".into(),
-            DataType::UInt8 => "UTINYINT".into(),
-            DataType::UInt16 => "USMALLINT".into(),
-            DataType::UInt32 => "UINTEGER".into(),
-            DataType::UInt64 => "UBIGINT".into(),
-            DataType::Float32 => "REAL".into(),
-            DataType::Float64 => "DOUBLE".into(),
-            DataType::Decimal128(p, s) if *p <= 38 && *s >= 0 => format!("DECIMAL({p},{s})"),
-            DataType::Date32 => "DATE".into(),
-            DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
-            DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB".into(),
-            other => return Err(format!("no DuckDB type for Arrow type {other}")),
-        })
+        flight_worker::sqlgen::duckdb_type(data_type).map_err(|e| e.to_string())
     }
 
     /// `CREATE TABLE name (col TYPE [NOT NULL], ...)` from an Arrow schema.

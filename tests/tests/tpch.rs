@@ -11,7 +11,7 @@ use flight_coordinator::tpch;
 
 const SF: f64 = 0.01;
 
-async fn run(workers: usize, shards: u32) {
+async fn run(workers: usize, shards: u32, layout: tpch::Layout) {
     let reference = tokio::task::spawn_blocking(|| {
         let conn = tests::reference::open().unwrap();
         tests::reference::load_tpch(&conn, SF).unwrap();
@@ -23,7 +23,7 @@ async fn run(workers: usize, shards: u32) {
         out
     });
     let c = TestCluster::start(workers).await;
-    flight_coordinator::local::load_tpch(c.cluster.engine(), SF, shards)
+    flight_coordinator::local::load_tpch(c.cluster.engine(), SF, shards, layout)
         .await
         .unwrap();
     let expected = reference.await.unwrap();
@@ -47,7 +47,7 @@ async fn run(workers: usize, shards: u32) {
     c.stop().await;
     assert!(
         failures.is_empty(),
-        "{} of 22 TPC-H queries differ on {workers} worker(s):\n{}",
+        "{} of 22 TPC-H queries differ on {workers} worker(s), {layout:?} layout:\n{}",
         failures.len(),
         failures.join("\n\n")
     );
@@ -55,18 +55,23 @@ async fn run(workers: usize, shards: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tpch_one_worker() {
-    run(1, 1).await;
+    run(1, 1, tpch::Layout::Distributed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tpch_two_workers_star_layout() {
+    run(2, 4, tpch::Layout::Star).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tpch_three_workers_uneven_shards() {
-    run(3, 5).await;
+    run(3, 5, tpch::Layout::Distributed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn explain_q1_aggregates_on_the_shards() {
     let c = TestCluster::start(2).await;
-    flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 4)
+    flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 4, tpch::Layout::Star)
         .await
         .unwrap();
     let mut cl = c.client().await;

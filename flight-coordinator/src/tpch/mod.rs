@@ -192,19 +192,29 @@ fn column_list(schema: &Schema) -> String {
     out
 }
 
-/// How a TPC-H table is placed in the cluster: `Some(column)` for a hash-distributed table,
-/// `None` for a reference table (a full copy on every worker).
-///
-/// `orders`/`lineitem` are co-located on the order key and `part`/`partsupp` on the part
-/// key (they must use the same shard count); `customer` is distributed on its key;
-/// `supplier`, `nation` and `region` are reference tables.
-pub fn distribution_column(table: &str) -> Option<&'static str> {
-    match table_index(table)? {
-        2 => Some("p_partkey"),
-        4 => Some("ps_partkey"),
-        5 => Some("c_custkey"),
-        6 => Some("o_orderkey"),
-        7 => Some("l_orderkey"),
+/// How the TPC-H tables are placed in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `orders` and `lineitem` hash-distributed and co-located on the order
+    /// key; every other table a reference table, so every join with them
+    /// runs on the shards. The demo's and the benchmarks' default.
+    #[default]
+    Star,
+    /// Also `customer` (on its key) and `part`/`partsupp` (co-located on
+    /// the part key) distributed: joins between them and the order tables
+    /// are computed on the coordinator. Exercises the gather paths.
+    Distributed,
+}
+
+/// How a TPC-H table is placed: `Some(column)` for a hash-distributed
+/// table, `None` for a reference table (a full copy on every worker).
+pub fn distribution_column(table: &str, layout: Layout) -> Option<&'static str> {
+    match (table_index(table)?, layout) {
+        (6, _) => Some("o_orderkey"),
+        (7, _) => Some("l_orderkey"),
+        (2, Layout::Distributed) => Some("p_partkey"),
+        (4, Layout::Distributed) => Some("ps_partkey"),
+        (5, Layout::Distributed) => Some("c_custkey"),
         _ => None,
     }
 }
@@ -215,12 +225,12 @@ pub fn distribution_column(table: &str) -> Option<&'static str> {
 ///
 /// Every distributed table gets the same `shards` so co-located pairs line up.
 /// Returns an empty string for a name that is not a TPC-H table.
-pub fn create_table_sql(table: &str, shards: u32) -> String {
+pub fn create_table_sql(table: &str, shards: u32, layout: Layout) -> String {
     let Some(i) = table_index(table) else {
         return String::new();
     };
     let cols = column_list(&SCHEMAS[i]);
-    match distribution_column(table) {
+    match distribution_column(table, layout) {
         Some(col) => format!(
             "CREATE TABLE {} {cols} WITH (distribution = 'hash({col})', shards = {shards})",
             TABLES[i]
@@ -960,28 +970,43 @@ mod tests {
         assert!(generate_part("lineitem", 0.01, 0, 2, 10).is_err());
         assert!(generate_part("lineitem", 0.01, 3, 2, 10).is_err());
         assert!(schema("nope").is_none());
-        assert_eq!(create_table_sql("nope", 4), "");
+        assert_eq!(create_table_sql("nope", 4, Layout::Distributed), "");
     }
 
     #[test]
     fn tpch_ddl() {
         assert_eq!(
-            create_table_sql("region", 4),
+            create_table_sql("region", 4, Layout::Distributed),
             "CREATE TABLE region (r_regionkey BIGINT NOT NULL, r_name VARCHAR NOT NULL, \
              r_comment VARCHAR NOT NULL) WITH (distribution = 'reference')"
         );
-        let l = create_table_sql("lineitem", 8);
+        let l = create_table_sql("lineitem", 8, Layout::Distributed);
         assert!(l.starts_with("CREATE TABLE lineitem (l_orderkey BIGINT NOT NULL, "));
         assert!(l.contains("l_linenumber INTEGER NOT NULL"));
         assert!(l.contains("l_quantity DECIMAL(15,2) NOT NULL"));
         assert!(l.contains("l_shipdate DATE NOT NULL"));
         assert!(l.ends_with("WITH (distribution = 'hash(l_orderkey)', shards = 8)"));
-        assert!(create_table_sql("orders", 8).ends_with("'hash(o_orderkey)', shards = 8)"));
-        assert!(create_table_sql("partsupp", 3).ends_with("'hash(ps_partkey)', shards = 3)"));
-        assert!(create_table_sql("part", 3).ends_with("'hash(p_partkey)', shards = 3)"));
-        assert!(create_table_sql("customer", 3).ends_with("'hash(c_custkey)', shards = 3)"));
+        assert!(
+            create_table_sql("orders", 8, Layout::Star)
+                .ends_with("'hash(o_orderkey)', shards = 8)")
+        );
+        assert!(
+            create_table_sql("partsupp", 3, Layout::Distributed)
+                .ends_with("'hash(ps_partkey)', shards = 3)")
+        );
+        assert!(
+            create_table_sql("part", 3, Layout::Distributed)
+                .ends_with("'hash(p_partkey)', shards = 3)")
+        );
+        assert!(
+            create_table_sql("customer", 3, Layout::Distributed)
+                .ends_with("'hash(c_custkey)', shards = 3)")
+        );
         for t in ["supplier", "nation", "region"] {
-            assert!(create_table_sql(t, 3).ends_with("(distribution = 'reference')"));
+            assert!(
+                create_table_sql(t, 3, Layout::Distributed)
+                    .ends_with("(distribution = 'reference')")
+            );
         }
         assert_eq!(
             create_table_sql_plain("nation"),

@@ -41,6 +41,9 @@ enum Cmd {
         /// Shards per distributed table (default: one per worker).
         #[arg(long)]
         shards: Option<u32>,
+        /// Table layout: star (dimension tables replicated) or distributed.
+        #[arg(long, default_value = "star")]
+        layout: String,
         /// Timed runs per query and side (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -100,9 +103,15 @@ async fn main() {
             workers,
             threads_per_worker,
             shards,
+            layout,
             runs,
             queries,
         } => {
+            let layout = match layout.as_str() {
+                "star" => tpch::Layout::Star,
+                "distributed" => tpch::Layout::Distributed,
+                other => panic!("unknown layout {other}; use star or distributed"),
+            };
             let queries: Vec<usize> = if queries.is_empty() {
                 (1..=22).collect()
             } else {
@@ -142,6 +151,7 @@ async fn main() {
                 cluster.engine(),
                 sf,
                 shards.unwrap_or(workers as u32),
+                layout,
             )
             .await
             .unwrap();
