@@ -292,8 +292,12 @@ impl Engine {
 
     /// Plans a SQL statement into a DataFusion logical plan (unoptimized).
     async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
-        let sql = number_placeholders(sql)?;
-        let stmt = parse_one(&sql)?;
+        self.statement_plan(parse_one(&number_placeholders(sql)?)?)
+            .await
+    }
+
+    /// Plans a parsed statement into a DataFusion logical plan.
+    async fn statement_plan(&self, stmt: Statement) -> Result<LogicalPlan> {
         self.state()
             .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
             .await
@@ -382,7 +386,7 @@ impl Engine {
                 "not a query; run DDL and DML as updates".into(),
             ));
         }
-        let plan = self.logical_plan(sql).await?;
+        let plan = self.statement_plan(stmt).await?;
         self.plan_logical(plan, params, query_id).await
     }
 
@@ -508,10 +512,7 @@ impl Engine {
                         )));
                     }
                 };
-                let plan = self
-                    .state()
-                    .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(ct))))
-                    .await?;
+                let plan = self.statement_plan(Statement::CreateTable(ct)).await?;
                 let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = plan else {
                     return Err(Error::Unsupported(format!(
                         "unsupported CREATE TABLE: {sql}"
@@ -523,10 +524,7 @@ impl Engine {
                 "a query returns rows; execute it as a query, not an update".into(),
             )),
             other => {
-                let plan = self
-                    .state()
-                    .statement_to_plan(DFStatement::Statement(Box::new(other)))
-                    .await?;
+                let plan = self.statement_plan(other).await?;
                 match plan {
                     LogicalPlan::Dml(dml) => self.dml(dml, params).await,
                     LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {

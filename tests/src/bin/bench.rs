@@ -63,24 +63,21 @@ async fn run_cluster_query(client: &mut FlightSqlServiceClient<Channel>, sql: &s
     let mut rows = 0;
     for ep in info.endpoint {
         let ticket = ep.ticket.unwrap();
-        let batches: Vec<RecordBatch> = if ep.location.is_empty() {
-            client
-                .do_get(ticket)
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap()
-        } else {
-            let ch = connect(&ep.location[0].uri).await;
-            FlightSqlServiceClient::new(ch)
-                .do_get(ticket)
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap()
+        let mut worker;
+        let source = match ep.location.first() {
+            None => &mut *client,
+            Some(loc) => {
+                worker = FlightSqlServiceClient::new(connect(&loc.uri).await);
+                &mut worker
+            }
         };
+        let batches: Vec<RecordBatch> = source
+            .do_get(ticket)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     }
     rows
