@@ -3,7 +3,8 @@
 #
 # Needs only the Rust toolchain (with rustfmt and clippy) and python3 (3.11+) with venv/pip.
 # Steps, stopping at the first failure:
-#   1. .venv with tests/python/requirements.txt (reinstalled only when that file changes)
+#   1. .venv with tests/python/requirements.txt and .venv-sqlalchemy with
+#      tests/python/requirements-sqlalchemy.txt (reinstalled only when they change)
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins
@@ -73,6 +74,18 @@ else
     "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$REQUIREMENTS"
     echo "$WANT" >"$STAMP"
 fi
+# flightsql-dbapi (SQLAlchemy < 2) gets its own virtualenv.
+VENV_SA="$ROOT/.venv-sqlalchemy"
+REQUIREMENTS_SA="$ROOT/tests/python/requirements-sqlalchemy.txt"
+[[ -x "$VENV_SA/bin/python" ]] || "$PYTHON" -m venv "$VENV_SA"
+STAMP_SA="$VENV_SA/.requirements.sha256"
+WANT_SA="$(cat "$REQUIREMENTS_SA" <("$VENV_SA/bin/python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$STAMP_SA" 2>/dev/null || true)" != "$WANT_SA" ]]; then
+    echo "installing tests/python/requirements-sqlalchemy.txt into .venv-sqlalchemy"
+    "$VENV_SA/bin/python" -m pip install --disable-pip-version-check --quiet -r "$REQUIREMENTS_SA"
+    echo "$WANT_SA" >"$STAMP_SA"
+fi
+export FSQL_SQLALCHEMY_PYTHON="$VENV_SA/bin/python"
 step_done
 
 # Hook (later): etcd for the registry tests. When `etcd` is missing, install it:

@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use flight_worker::cancel::Cancels;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::{Catalog, Distribution, TableMeta};
@@ -36,8 +37,7 @@ use crate::table::ClusterTable;
 use crate::workers::WorkerPool;
 
 /// The catalog and schema every cluster table lives in.
-pub const CATALOG: &str = "fsql";
-pub const SCHEMA: &str = "public";
+pub use flight_worker::session::{CATALOG, SCHEMA};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub struct Engine {
     ctx: SessionContext,
     planner: Arc<FsqlQueryPlanner>,
     pub config: EngineConfig,
+    /// Cancellation of the client queries merged here.
+    cancels: Arc<Cancels>,
 }
 
 /// Replaces `?` placeholders with `$1`, `$2`, ... (outside strings and
@@ -111,7 +113,11 @@ fn parse_one(sql: &str) -> Result<Statement> {
     let mut stmts = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| Error::InvalidArgument(format!("SQL error: {e}")))?;
     match stmts.len() {
-        1 => Ok(stmts.remove(0)),
+        1 => {
+            let mut stmt = stmts.remove(0);
+            crate::types::exact_big_integers(&mut stmt);
+            Ok(stmt)
+        }
         0 => Err(Error::InvalidArgument("empty statement".into())),
         n => Err(Error::InvalidArgument(format!(
             "expected one statement, got {n}; send statements one at a time"
@@ -122,21 +128,20 @@ fn parse_one(sql: &str) -> Result<Statement> {
 /// Whether a statement returns rows or an update count.
 pub fn classify(sql: &str) -> Result<StatementKind> {
     let sql = number_placeholders(sql)?;
+    if crate::types::parse_create_table(&sql).is_some() {
+        return Ok(StatementKind::Update);
+    }
     Ok(match parse_one(&sql)? {
         Statement::Query(_) | Statement::Explain { .. } => StatementKind::Query,
         _ => StatementKind::Update,
     })
 }
 
-/// Makes every field nullable (result schemas promise nothing more).
+/// Makes every field nullable (result schemas promise nothing more) and
+/// replaces view and dictionary types by their plain forms (not every
+/// client reads them).
 pub fn nullable_schema(schema: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ))
+    crate::types::client_schema(schema)
 }
 
 /// Rebuilds a batch with exactly `schema` (casting where types differ).
@@ -233,7 +238,9 @@ fn parse_distribution(spec: Option<&str>, schema: &Schema) -> Result<Distributio
         })?;
         if !fsql_proto::hash::is_hashable(field.data_type()) {
             return Err(Error::InvalidArgument(format!(
-                "cannot hash-distribute on column {column} of type {}",
+                "cannot hash-distribute on column {column} of type {}: distribution keys \
+                 must be integers, decimals, floats, strings (UUID included), blobs, \
+                 booleans, dates, times or timestamps",
                 field.data_type()
             )));
         }
@@ -271,6 +278,7 @@ impl Engine {
             ctx,
             planner,
             config,
+            cancels: Arc::default(),
         };
         for t in engine.catalog.tables() {
             engine.register(t)?;
@@ -306,6 +314,9 @@ impl Engine {
 
     /// The parameter types of a statement, in `$n` order.
     pub async fn parameter_schema(&self, sql: &str) -> Result<SchemaRef> {
+        if crate::types::parse_create_table(&number_placeholders(sql)?).is_some() {
+            return Ok(Arc::new(Schema::empty()));
+        }
         let plan = self.logical_plan(sql).await?;
         let types = plan.get_parameter_types()?;
         let mut params: Vec<(usize, Option<DataType>)> = types
@@ -324,7 +335,7 @@ impl Engine {
                         format!("${n}"),
                         match t {
                             Some(DataType::Null) | None => DataType::Utf8,
-                            Some(t) => t,
+                            Some(t) => crate::types::client_type(&t),
                         },
                         true,
                     )
@@ -341,12 +352,36 @@ impl Engine {
             return Ok(plan);
         }
         let types = plan.get_parameter_types()?;
+        if types.is_empty() {
+            return Ok(plan);
+        }
+        let expected = types
+            .keys()
+            .filter_map(|k| k.trim_start_matches('$').parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        if params.num_columns() < expected {
+            return Err(Error::InvalidArgument(format!(
+                "the statement has {expected} parameter(s) but {} value(s) were bound",
+                params.num_columns()
+            )));
+        }
+        if row >= params.num_rows() {
+            return Err(Error::InvalidArgument(
+                "the bound parameter batch has no rows".into(),
+            ));
+        }
         let mut values = Vec::with_capacity(params.num_columns());
         for (i, column) in params.columns().iter().enumerate() {
             let mut v = ScalarValue::try_from_array(column, row)?;
-            if let Some(Some(t)) = types.get(&format!("${}", i + 1))
-                && v.data_type() != *t
-            {
+            // The type the statement needs; without one (say `SELECT ?`),
+            // the client's type in its plain form (no views, dictionaries).
+            let target = match types.get(&format!("${}", i + 1)) {
+                Some(Some(t)) if *t != DataType::Null => t.clone(),
+                _ => crate::types::client_type(&v.data_type()),
+            };
+            if v.data_type() != target {
+                let t = &target;
                 v = v.cast_to(t).map_err(|e| {
                     Error::InvalidArgument(format!(
                         "parameter ${} ({}) cannot be bound as {t}: {e}",
@@ -369,10 +404,13 @@ impl Engine {
         sql: &str,
         params: Option<&RecordBatch>,
         query_id: &str,
+        distributed: bool,
     ) -> Result<PlannedQuery> {
         let stmt = parse_one(&number_placeholders(sql)?)?;
         if let Statement::Explain { statement, .. } = &stmt {
-            let batch = self.explain(&statement.to_string(), params).await?;
+            let batch = self
+                .explain(&statement.to_string(), params, distributed)
+                .await?;
             let schema = batch.schema();
             let plan = self.ctx.read_batch(batch)?.into_unoptimized_plan();
             return Ok(PlannedQuery {
@@ -387,7 +425,7 @@ impl Engine {
             ));
         }
         let plan = self.statement_plan(stmt).await?;
-        self.plan_logical(plan, params, query_id).await
+        self.plan_logical(plan, params, query_id, distributed).await
     }
 
     async fn plan_logical(
@@ -395,6 +433,7 @@ impl Engine {
         plan: LogicalPlan,
         params: Option<&RecordBatch>,
         query_id: &str,
+        distributed: bool,
     ) -> Result<PlannedQuery> {
         let plan = Self::bind(plan, params, 0)?;
         let plan = crate::semantics::duckdb_semantics(plan)?;
@@ -404,6 +443,7 @@ impl Engine {
         let planner = DistributedPlanner {
             catalog: &self.catalog,
             query_id,
+            distributed,
         };
         let mut dist = planner.plan(&optimized)?;
         if !self.config.direct
@@ -422,8 +462,34 @@ impl Engine {
         })
     }
 
+    /// Cancels a client query: its merged stream here ends with CANCELLED,
+    /// and every worker interrupts its fragments and refuses its tickets.
+    /// Returns whether every live worker confirmed.
+    pub async fn cancel(&self, query_id: &str) -> bool {
+        self.cancels.cancel(query_id);
+        let request = fsql_proto::worker_request::Request::Cancel(fsql_proto::CancelQuery {
+            query_id: query_id.to_string(),
+        });
+        let workers = self.catalog.workers();
+        let results = futures::future::join_all(workers.iter().map(|w| {
+            self.pool
+                .action(&w.url, flight_worker::ACTION_CANCEL, request.clone())
+        }))
+        .await;
+        results.iter().all(|r| {
+            if let Err(e) = r {
+                tracing::warn!(query_id, "cancel: {e}");
+            }
+            r.is_ok()
+        })
+    }
+
     /// Runs a planned query to one stream of batches with `schema`.
     pub async fn execute(&self, planned: PlannedQuery) -> Result<SendableRecordBatchStream> {
+        let cancel = self
+            .cancels
+            .register(&planned.query_id)
+            .ok_or(Error::Cancelled)?;
         let plan = match planned.plan {
             Distributed::Merged(plan) => plan,
             Distributed::Direct {
@@ -443,6 +509,20 @@ impl Engine {
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
             })
         });
+        // A cancelled query ends with CANCELLED, never as a short result.
+        let out = futures::stream::unfold(Some((out, cancel)), |state| async move {
+            let (mut out, cancel) = state?;
+            tokio::select! {
+                biased;
+                () = cancel.token().cancelled() => Some((
+                    Err(datafusion::error::DataFusionError::External(Box::new(
+                        tonic::Status::cancelled("the query was cancelled"),
+                    ))),
+                    None,
+                )),
+                item = out.next() => item.map(|item| (item, Some((out, cancel)))),
+            }
+        });
         Ok(Box::pin(
             datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(out_schema, out),
         ))
@@ -450,9 +530,16 @@ impl Engine {
 
     /// EXPLAIN: the logical plan, the distributed plan, and each fragment's
     /// DuckDB SQL.
-    pub async fn explain(&self, sql: &str, params: Option<&RecordBatch>) -> Result<RecordBatch> {
+    pub async fn explain(
+        &self,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        distributed: bool,
+    ) -> Result<RecordBatch> {
         let plan = self.logical_plan(sql).await?;
-        let planned = self.plan_logical(plan, params, "explain").await?;
+        let planned = self
+            .plan_logical(plan, params, "explain", distributed)
+            .await?;
         let mut rows: Vec<(String, String)> = Vec::new();
         match &planned.plan {
             Distributed::Direct {
@@ -500,8 +587,45 @@ impl Engine {
     /// Runs DDL or DML; returns the affected row count.
     pub async fn execute_update(&self, sql: &str, params: Option<&RecordBatch>) -> Result<i64> {
         let sql = number_placeholders(sql)?;
-        let stmt = parse_one(&sql)?;
+        // CREATE TABLE with a column list is read in DuckDB spelling (types
+        // DataFusion does not know); everything else as usual.
+        let stmt = match crate::types::parse_create_table(&sql) {
+            Some(stmt) => stmt,
+            None => parse_one(&sql)?,
+        };
         match stmt {
+            Statement::CreateTable(mut ct) if ct.query.is_none() => {
+                let opts = match std::mem::take(&mut ct.table_options) {
+                    CreateTableOptions::None => TableOptions::default(),
+                    CreateTableOptions::With(o) => table_options(&o)?,
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "unsupported table options {other}; use WITH (distribution = '...', shards = N)"
+                        )));
+                    }
+                };
+                let name = ct
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(crate::types::normalize_ident)
+                    .ok_or_else(|| Error::InvalidArgument(format!("bad table name {}", ct.name)))?;
+                let schema = crate::types::columns_schema(&ct.columns)?;
+                if self.catalog.table(&name).is_some() {
+                    if ct.if_not_exists {
+                        return Ok(0);
+                    }
+                    if !ct.or_replace {
+                        return Err(Error::AlreadyExists(format!("table {name} already exists")));
+                    }
+                    self.drop_table(&name, true).await?;
+                }
+                let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
+                self.new_table(&name, schema, distribution, opts.shards)
+                    .await?;
+                Ok(0)
+            }
             Statement::CreateTable(mut ct) => {
                 let opts = match std::mem::take(&mut ct.table_options) {
                     CreateTableOptions::None => TableOptions::default(),
@@ -569,7 +693,7 @@ impl Engine {
         let query_id = uuid::Uuid::new_v4().to_string();
         let result = async {
             let planned = self
-                .plan_logical((*c.input).clone(), params, &query_id)
+                .plan_logical((*c.input).clone(), params, &query_id, true)
                 .await?;
             let stream = self.execute(planned).await?;
             self.write(&meta, stream.map_err(Error::from)).await
@@ -715,7 +839,7 @@ impl Engine {
                 for row in 0..rows_of_params {
                     let input = Self::bind((*dml.input).clone(), params, row)?;
                     let query_id = uuid::Uuid::new_v4().to_string();
-                    let planned = self.plan_logical(input, None, &query_id).await?;
+                    let planned = self.plan_logical(input, None, &query_id, true).await?;
                     let stream = self.execute(planned).await?;
                     total += self.write(&meta, stream.map_err(Error::from)).await?;
                 }

@@ -38,6 +38,9 @@ pub enum Error {
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The configuration is unusable (said at startup).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -116,6 +119,7 @@ impl From<Error> for Status {
             }
             Error::DataFusion(d) => datafusion_status(d),
             Error::Arrow(a) => Status::internal(a.to_string()),
+            Error::Config(m) => Status::failed_precondition(m.clone()),
             Error::Internal(m) => Status::internal(m.clone()),
         };
         match status.code() {

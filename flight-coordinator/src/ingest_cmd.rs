@@ -19,22 +19,28 @@ use crate::catalog::Distribution;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// Storage types for uploaded columns (views and large variants are stored
-/// as their plain forms).
+/// Storage types for uploaded columns (views, dictionaries and large
+/// variants are stored as their plain forms, nested members included).
 fn storage_type(dt: &DataType) -> DataType {
-    match dt {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        other => other.clone(),
+    match crate::types::client_type(dt) {
+        DataType::LargeUtf8 => DataType::Utf8,
+        DataType::LargeBinary => DataType::Binary,
+        other => other,
     }
 }
 
+/// The table schema for an upload. Field metadata is kept, so a column
+/// marked with its DuckDB type (`HUGEINT`, `UUID`; see `docs/types.md`),
+/// as in this cluster's own results, keeps that type.
 fn storage_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
         schema
             .fields()
             .iter()
-            .map(|f| Field::new(f.name(), storage_type(f.data_type()), f.is_nullable()))
+            .map(|f| {
+                Field::new(f.name(), storage_type(f.data_type()), f.is_nullable())
+                    .with_metadata(f.metadata().clone())
+            })
             .collect::<Vec<_>>(),
     ))
 }

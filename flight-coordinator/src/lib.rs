@@ -14,12 +14,14 @@ pub mod gather;
 pub mod ingest;
 pub mod ingest_cmd;
 pub mod local;
+pub mod metadata;
 pub mod planner;
 pub mod semantics;
 pub mod server;
 pub mod service;
 pub mod table;
 pub mod tpch;
+pub mod types;
 pub mod workers;
 
 pub use error::{Error, Result};

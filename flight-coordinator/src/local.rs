@@ -1,5 +1,9 @@
 //! The embedded local cluster: a coordinator and N workers in one process,
 //! on loopback, with the in-process catalog. No etcd, no other setup.
+//!
+//! Without users it runs without authentication, and then only on a
+//! loopback address. With TLS the workers serve TLS with the same
+//! certificate, so no plaintext location is ever advertised.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
-use crate::server::{CoordinatorConfig, CoordinatorHandle};
+use crate::server::{CoordinatorConfig, CoordinatorHandle, Security};
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -22,6 +26,8 @@ pub struct LocalConfig {
     /// DuckDB threads per worker (default: DuckDB's own choice).
     pub worker_threads: Option<usize>,
     pub worker_memory_limit: Option<String>,
+    /// Users, TLS and message size, for the coordinator and its workers.
+    pub security: Security,
 }
 
 pub struct LocalCluster {
@@ -38,6 +44,16 @@ impl LocalCluster {
                 "a local cluster needs at least one worker".into(),
             ));
         }
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+        if !config.security.require_auth && !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to serve {addr} without authentication: a local cluster without \
+                 users only listens on loopback (127.0.0.1 or ::1); configure [[users]] \
+                 (--config) or listen on 127.0.0.1"
+            )));
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
         let secret = local_secret(&config.data_dir)?;
@@ -52,6 +68,9 @@ impl LocalCluster {
                     secret: secret.clone(),
                     memory_limit: config.worker_memory_limit.clone(),
                     threads: config.worker_threads,
+                    tls: config.security.tls.clone(),
+                    auth: config.security.auth.clone(),
+                    max_message_size: config.security.max_message_size,
                 },
                 l,
             )
@@ -65,6 +84,7 @@ impl LocalCluster {
                 secret,
                 data_dir: Some(config.data_dir.join("coordinator")),
                 engine: config.engine,
+                security: config.security,
             },
             urls,
             listener,

@@ -4,13 +4,18 @@
 //! process; `serve` fronts workers started separately.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use flight_coordinator::engine::EngineConfig;
 use flight_coordinator::local::{LocalCluster, LocalConfig};
-use flight_coordinator::server::CoordinatorConfig;
+use flight_coordinator::server::{CoordinatorConfig, MAX_MESSAGE_BYTES, Security};
+use flight_worker::auth::{AuthConfig, DEFAULT_TOKEN_TTL, UserConfig};
+use flight_worker::config::{DurationValue, SizeValue, parse_duration, parse_size, read_toml};
 use tokio::net::TcpListener;
+
+type BoxError = Box<dyn std::error::Error>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,19 +28,50 @@ struct Cli {
     command: Command,
 }
 
+/// Flags every server command takes. Each is also an environment variable
+/// and a key of the command's config file section (`[local]` or
+/// `[coordinator]`); flags and variables win over the file.
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// TOML config file: the `[local]` or `[coordinator]` section and the
+    /// `[[users]]` (see deploy/fsql.example.toml).
+    #[arg(long, env = "FSQL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "FSQL_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FSQL_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle trusted for TLS workers (default: the --tls-cert file).
+    #[arg(long, env = "FSQL_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Largest gRPC message accepted (DoPut batches), e.g. 256MiB (default).
+    #[arg(long, env = "FSQL_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    max_message_size: Option<usize>,
+    /// Lifetime of session tokens, e.g. 12h (default), 30m.
+    #[arg(long, env = "FSQL_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    token_ttl: Option<Duration>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start an embedded cluster: the coordinator and N workers in one process.
+    ///
+    /// Without [[users]] in the config file it runs without authentication,
+    /// and then only on a loopback address.
     Local {
-        /// Number of workers.
-        #[arg(long, env = "FSQL_WORKERS", default_value_t = 2)]
-        workers: usize,
-        /// Address of the Flight SQL endpoint (port 0 picks a free port).
-        #[arg(long, env = "FSQL_LISTEN", default_value = "127.0.0.1:32010")]
-        listen: SocketAddr,
-        /// Where the workers' DuckDB files and the catalog are kept.
-        #[arg(long, env = "FSQL_DATA_DIR", default_value = "./data/local")]
-        data_dir: PathBuf,
+        /// Number of workers [default: 2].
+        #[arg(long, env = "FSQL_WORKERS")]
+        workers: Option<usize>,
+        /// Address of the Flight SQL endpoint (port 0 picks a free port)
+        /// [default: 127.0.0.1:32010].
+        #[arg(long, env = "FSQL_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Where the workers' DuckDB files and the catalog are kept
+        /// [default: ./data/local].
+        #[arg(long, env = "FSQL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         /// Generate and load TPC-H at this scale factor (e.g. 0.1, 1).
         #[arg(long, env = "FSQL_DEMO_TPCH")]
         demo_tpch: Option<f64>,
@@ -43,9 +79,10 @@ enum Command {
         #[arg(long, env = "FSQL_DEMO_SHARDS")]
         demo_shards: Option<u32>,
         /// Demo table layout: `star` (only orders and lineitem distributed)
-        /// or `distributed` (customer, part and partsupp distributed too).
-        #[arg(long, env = "FSQL_DEMO_LAYOUT", default_value = "star")]
-        demo_layout: DemoLayout,
+        /// or `distributed` (customer, part and partsupp distributed too)
+        /// [default: star].
+        #[arg(long, env = "FSQL_DEMO_LAYOUT")]
+        demo_layout: Option<DemoLayout>,
         /// Merge every result at the coordinator (clients never read workers).
         #[arg(long, env = "FSQL_NO_DIRECT")]
         no_direct: bool,
@@ -55,26 +92,148 @@ enum Command {
         /// DuckDB memory limit per worker, e.g. 4GB.
         #[arg(long, env = "FSQL_WORKER_MEMORY_LIMIT")]
         worker_memory_limit: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Serve the Flight SQL endpoint for workers started separately.
+    ///
+    /// Refuses to start without [[users]] unless --no-auth is given.
     Serve {
-        #[arg(long, env = "FSQL_LISTEN", default_value = "0.0.0.0:32010")]
-        listen: SocketAddr,
-        /// Worker addresses, HOST:PORT[,HOST:PORT...].
-        #[arg(long, env = "FSQL_WORKERS", value_delimiter = ',', required = true)]
+        /// [default: 0.0.0.0:32010]
+        #[arg(long, env = "FSQL_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Worker addresses, HOST:PORT[,HOST:PORT...] (grpc+tls:// is
+        /// implied when TLS is configured).
+        #[arg(long, env = "FSQL_WORKERS", value_delimiter = ',')]
         workers: Vec<String>,
-        /// Cluster secret shared with the workers (signs tickets).
+        /// Cluster secret shared with the workers (signs tickets and
+        /// session tokens).
         #[arg(long, env = "FSQL_SECRET", hide_env_values = true)]
-        secret: String,
+        secret: Option<String>,
         /// Where the catalog is kept (default: in memory).
         #[arg(long, env = "FSQL_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[arg(long, env = "FSQL_NO_DIRECT")]
         no_direct: bool,
+        /// Serve without authentication when no users are configured
+        /// (anyone who can reach the port can read and change all data).
+        #[arg(long, env = "FSQL_NO_AUTH")]
+        no_auth: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+    /// Read a password from stdin and print its argon2 hash (the
+    /// `password_hash` of a user in the config file).
+    HashPassword,
+    /// Print a new random API token and its hash (for `api_tokens` of a
+    /// user in the config file; clients send the token as a bearer token).
+    GenToken,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// The config file as the coordinator reads it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    coordinator: ServeSection,
+    #[serde(default)]
+    local: LocalSection,
+    worker: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    users: Vec<UserConfig>,
+}
+
+/// `[coordinator]`: the keys of `serve`, named like its flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSection {
+    listen: Option<SocketAddr>,
+    workers: Option<Vec<String>>,
+    secret: Option<String>,
+    data_dir: Option<PathBuf>,
+    no_direct: Option<bool>,
+    no_auth: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    max_message_size: Option<SizeValue>,
+    token_ttl: Option<DurationValue>,
+}
+
+/// `[local]`: the keys of `local`, named like its flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalSection {
+    workers: Option<usize>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    demo_tpch: Option<f64>,
+    demo_shards: Option<u32>,
+    demo_layout: Option<DemoLayout>,
+    no_direct: Option<bool>,
+    worker_threads: Option<usize>,
+    worker_memory_limit: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    max_message_size: Option<SizeValue>,
+    token_ttl: Option<DurationValue>,
+}
+
+/// The security keys of a section.
+struct FileSecurity {
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    max_message_size: Option<SizeValue>,
+    token_ttl: Option<DurationValue>,
+}
+
+fn load_file(path: Option<&Path>) -> Result<FileConfig, BoxError> {
+    let file: FileConfig = match path {
+        Some(path) => read_toml(path)?,
+        None => FileConfig::default(),
+    };
+    let _ = &file.worker;
+    Ok(file)
+}
+
+/// Flags over file over defaults.
+fn security(
+    args: &ServerArgs,
+    file: FileSecurity,
+    users: Vec<UserConfig>,
+    require_auth: bool,
+) -> Result<Security, BoxError> {
+    let tls = flight_worker::config::tls_from(
+        args.tls_cert.clone().or(file.tls_cert).as_deref(),
+        args.tls_key.clone().or(file.tls_key).as_deref(),
+    )?;
+    let tls_ca = match args.tls_ca.clone().or(file.tls_ca) {
+        Some(path) => Some(flight_worker::tls::read_ca(&path)?),
+        None => None,
+    };
+    let max_message_size = match (args.max_message_size, file.max_message_size) {
+        (Some(n), _) => n,
+        (None, Some(v)) => v.bytes()?,
+        (None, None) => MAX_MESSAGE_BYTES,
+    };
+    let token_ttl = match (args.token_ttl, file.token_ttl) {
+        (Some(d), _) => d,
+        (None, Some(v)) => v.duration()?,
+        (None, None) => DEFAULT_TOKEN_TTL,
+    };
+    Ok(Security {
+        auth: AuthConfig { users, token_ttl },
+        require_auth,
+        tls,
+        tls_ca,
+        max_message_size,
+    })
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum DemoLayout {
     Star,
     Distributed,
@@ -89,9 +248,11 @@ impl From<DemoLayout> for flight_coordinator::tpch::Layout {
     }
 }
 
-fn worker_url(addr: &str) -> String {
+fn worker_url(addr: &str, tls: bool) -> String {
     if addr.contains("://") {
         addr.to_string()
+    } else if tls {
+        format!("grpc+tls://{addr}")
     } else {
         format!("grpc://{addr}")
     }
@@ -118,14 +279,14 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Box<dyn std::error::Error>> {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}").into())
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -145,33 +306,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             no_direct,
             worker_threads,
             worker_memory_limit,
+            server,
         } => {
+            let file = load_file(server.config.as_deref())?;
+            let f = file.local;
+            let workers = workers.or(f.workers).unwrap_or(2);
+            let listen = listen
+                .or(f.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 32010)));
+            let require_auth = !file.users.is_empty();
+            if !require_auth && !listen.ip().is_loopback() {
+                return Err(format!(
+                    "refusing to start: `local` without users only listens on loopback, \
+                     not {listen}; add [[users]] to a config file (--config) or use \
+                     --listen 127.0.0.1:PORT"
+                )
+                .into());
+            }
+            let security = security(
+                &server,
+                FileSecurity {
+                    tls_cert: f.tls_cert,
+                    tls_key: f.tls_key,
+                    tls_ca: f.tls_ca,
+                    max_message_size: f.max_message_size,
+                    token_ttl: f.token_ttl,
+                },
+                file.users,
+                require_auth,
+            )?;
+            let tls = security.tls.is_some();
             let listener = bind(listen).await?;
             let cluster = LocalCluster::start(
                 LocalConfig {
                     workers,
-                    data_dir,
+                    data_dir: data_dir
+                        .or(f.data_dir)
+                        .unwrap_or_else(|| PathBuf::from("./data/local")),
                     engine: EngineConfig {
-                        direct: !no_direct,
+                        direct: !(no_direct || f.no_direct.unwrap_or(false)),
                         default_shards: None,
                     },
-                    worker_threads,
-                    worker_memory_limit,
+                    worker_threads: worker_threads.or(f.worker_threads),
+                    worker_memory_limit: worker_memory_limit.or(f.worker_memory_limit),
+                    security,
                 },
                 listener,
             )
             .await?;
-            if let Some(sf) = demo_tpch {
-                let shards = demo_shards.unwrap_or(workers as u32);
+            if let Some(sf) = demo_tpch.or(f.demo_tpch) {
+                let shards = demo_shards.or(f.demo_shards).unwrap_or(workers as u32);
+                let layout = demo_layout.or(f.demo_layout).unwrap_or(DemoLayout::Star);
                 tracing::info!(sf, shards, "loading TPC-H demo data");
-                flight_coordinator::local::load_tpch(
-                    cluster.engine(),
-                    sf,
-                    shards,
-                    demo_layout.into(),
-                )
-                .await?;
+                flight_coordinator::local::load_tpch(cluster.engine(), sf, shards, layout.into())
+                    .await?;
             }
+            if require_auth {
+                println!("auth: on (bearer tokens; Basic handshake for configured users)");
+            } else {
+                println!("auth: off (loopback only)");
+            }
+            println!("tls: {}", if tls { "on" } else { "off" });
             println!("flight-coordinator listening on {}", cluster.url());
             shutdown_signal().await;
             tracing::info!("shutting down");
@@ -183,25 +378,139 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             secret,
             data_dir,
             no_direct,
+            no_auth,
+            server,
         } => {
+            let file = load_file(server.config.as_deref())?;
+            let f = file.coordinator;
+            let listen = listen
+                .or(f.listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 32010)));
+            let workers = if workers.is_empty() {
+                f.workers.unwrap_or_default()
+            } else {
+                workers
+            };
+            if workers.is_empty() {
+                return Err("no workers (--workers or `workers` in [coordinator])".into());
+            }
+            let secret = secret
+                .or(f.secret)
+                .ok_or("no cluster secret (--secret, FSQL_SECRET or `secret` in [coordinator])")?;
+            let no_auth = no_auth || f.no_auth.unwrap_or(false);
+            let require_auth = !file.users.is_empty();
+            if !require_auth && !no_auth {
+                return Err("refusing to start without authentication: no users are \
+                     configured; add [[users]] to the config file (--config), or pass \
+                     --no-auth to serve without authentication"
+                    .into());
+            }
+            let security = security(
+                &server,
+                FileSecurity {
+                    tls_cert: f.tls_cert,
+                    tls_key: f.tls_key,
+                    tls_ca: f.tls_ca,
+                    max_message_size: f.max_message_size,
+                    token_ttl: f.token_ttl,
+                },
+                file.users,
+                require_auth,
+            )?;
+            let worker_tls = security.tls.is_some() || security.tls_ca.is_some();
+            let tls = security.tls.is_some();
             let listener = bind(listen).await?;
             let coordinator = flight_coordinator::server::start(
                 CoordinatorConfig {
                     secret: secret.into_bytes().into(),
-                    data_dir,
+                    data_dir: data_dir.or(f.data_dir),
                     engine: EngineConfig {
-                        direct: !no_direct,
+                        direct: !(no_direct || f.no_direct.unwrap_or(false)),
                         default_shards: None,
                     },
+                    security,
                 },
-                workers.iter().map(|w| worker_url(w)).collect(),
+                workers.iter().map(|w| worker_url(w, worker_tls)).collect(),
                 listener,
             )
             .await?;
+            if require_auth {
+                println!("auth: on (bearer tokens; Basic handshake for configured users)");
+            } else {
+                eprintln!(
+                    "WARNING: auth: off (--no-auth): anyone who can reach {listen} can read \
+                     and change all data"
+                );
+                tracing::warn!("serving without authentication (--no-auth)");
+                println!("auth: off (--no-auth)");
+            }
+            println!("tls: {}", if tls { "on" } else { "off" });
             println!("flight-coordinator listening on {}", coordinator.url());
             shutdown_signal().await;
             coordinator.shutdown().await;
         }
+        Command::HashPassword => {
+            let mut input = String::new();
+            std::io::stdin().read_line(&mut input)?;
+            let password = input.strip_suffix('\n').unwrap_or(&input);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            if password.is_empty() {
+                return Err("no password on stdin".into());
+            }
+            let hash = flight_worker::auth::hash_password(password)
+                .map_err(|e| format!("hashing the password: {e}"))?;
+            println!("{hash}");
+        }
+        Command::GenToken => {
+            let (token, hash) = flight_worker::auth::generate_api_token();
+            println!("token: {token}");
+            println!("api_tokens entry: \"{hash}\"");
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fsql.example.toml");
+        let file = load_file(Some(&path)).unwrap();
+        assert_eq!(file.coordinator.workers.unwrap().len(), 2);
+        assert_eq!(file.local.workers, Some(2));
+        assert!(file.users.is_empty());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "flight-coordinator",
+            "serve",
+            "--workers",
+            "a:1,b:2",
+            "--max-message-size",
+            "1GiB",
+            "--token-ttl",
+            "30m",
+            "--no-auth",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Serve {
+                workers,
+                server,
+                no_auth,
+                ..
+            } => {
+                assert_eq!(workers, ["a:1", "b:2"]);
+                assert_eq!(server.max_message_size, Some(1 << 30));
+                assert_eq!(server.token_ttl, Some(Duration::from_secs(1800)));
+                assert!(no_auth);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

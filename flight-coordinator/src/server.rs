@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use bytes::Bytes;
+use flight_worker::auth::{AuthConfig, AuthLayer, AuthMode, Authenticator};
+use flight_worker::tls::TlsConfig;
 use fsql_proto::sign::Signer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -18,8 +20,48 @@ use crate::error::{Error, Result};
 use crate::service::{CoordinatorFlightService, FlightSqlServiceImpl};
 use crate::workers::WorkerPool;
 
-/// Largest message a client may send (ingest batches, parameters).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Default largest message a client may send (ingest batches, parameters).
+pub const MAX_MESSAGE_BYTES: usize = flight_worker::config::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// Who may connect and how: users, TLS, message size.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Users (argon2 password hashes, hashed API tokens) and the lifetime of
+    /// session tokens.
+    pub auth: AuthConfig,
+    /// Every call but `Handshake` needs a bearer token. Without it, nothing
+    /// is checked (only for loopback `local` clusters and `serve --no-auth`).
+    pub require_auth: bool,
+    /// Serve TLS with this certificate and key (the `local` workers too).
+    pub tls: Option<TlsConfig>,
+    /// PEM CA bundle trusted for `grpc+tls://` workers; when unset and `tls`
+    /// is set, the coordinator's own certificate file is trusted.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Largest gRPC message accepted (DoPut batches) or sent.
+    pub max_message_size: usize,
+}
+
+impl Default for Security {
+    /// No authentication, plaintext, the default message size.
+    fn default() -> Self {
+        Self {
+            auth: AuthConfig::default(),
+            require_auth: false,
+            tls: None,
+            tls_ca: None,
+            max_message_size: MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl Security {
+    /// The CA bundle for TLS workers, if any.
+    pub fn worker_ca(&self) -> Option<&[u8]> {
+        self.tls_ca
+            .as_deref()
+            .or(self.tls.as_ref().map(|t| t.cert_pem.as_slice()))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -28,11 +70,13 @@ pub struct CoordinatorConfig {
     /// Where the catalog is kept; `None` keeps it in memory only.
     pub data_dir: Option<PathBuf>,
     pub engine: EngineConfig,
+    pub security: Security,
 }
 
 /// A running coordinator.
 pub struct CoordinatorHandle {
     addr: SocketAddr,
+    tls: bool,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -43,9 +87,13 @@ impl CoordinatorHandle {
         self.addr
     }
 
-    /// `grpc://ip:port`
+    /// `grpc://ip:port`, or `grpc+tls://ip:port` when serving TLS.
     pub fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
+        if self.tls {
+            format!("grpc+tls://{}", self.addr)
+        } else {
+            format!("grpc://{}", self.addr)
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -89,8 +137,30 @@ pub async fn start(
     workers: Vec<String>,
     listener: TcpListener,
 ) -> Result<CoordinatorHandle> {
+    let security = &config.security;
+    let signer = Signer::new(config.secret.clone());
+    let authenticator = Arc::new(
+        Authenticator::new(&signer, &security.auth).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    if security.require_auth && !authenticator.has_users() {
+        return Err(Error::Config(
+            "authentication is required but no users are configured ([[users]] in --config)".into(),
+        ));
+    }
+    if security.tls.is_some()
+        && let Some(plain) = workers.iter().find(|w| !w.starts_with("grpc+tls://"))
+    {
+        return Err(Error::Config(format!(
+            "the coordinator serves TLS but worker {plain} is plaintext: clients would be sent \
+             to a plaintext location; give the workers TLS certificates (grpc+tls://)"
+        )));
+    }
+    let mut pool = WorkerPool::new(signer);
+    if let Some(ca) = security.worker_ca() {
+        pool = pool.with_tls(flight_worker::tls::client_config(ca));
+    }
+    let pool = Arc::new(pool);
     let catalog = Arc::new(Catalog::open(config.data_dir.clone())?);
-    let pool = Arc::new(WorkerPool::new(Signer::new(config.secret.clone())));
     catalog.set_workers(discover_workers(&pool, &workers).await?);
     let engine = Arc::new(Engine::new(catalog, pool, config.engine.clone())?);
     let service = FlightSqlServiceImpl::new(Arc::clone(&engine))
@@ -101,12 +171,24 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let server = FlightServiceServer::new(CoordinatorFlightService::new(service))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(security.max_message_size)
+        .max_encoding_message_size(security.max_message_size.max(MAX_MESSAGE_BYTES));
+    let mode = if security.require_auth {
+        AuthMode::Required
+    } else {
+        AuthMode::Off
+    };
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &security.tls {
+        builder = builder
+            .tls_config(tls.server())
+            .map_err(|e| Error::Config(format!("TLS certificate or key: {e}")))?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(authenticator, mode))
+        .add_service(server);
     let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(server)
+        let result = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
             .await;
         if let Err(e) = result {
@@ -115,6 +197,7 @@ pub async fn start(
     });
     Ok(CoordinatorHandle {
         addr,
+        tls: config.security.tls.is_some(),
         engine,
         shutdown,
         task,

@@ -18,15 +18,17 @@ use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
     CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    SqlSupportedTransaction, TicketStatementQuery,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
@@ -41,7 +43,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::{CATALOG, Engine, PlannedQuery, SCHEMA, StatementKind};
 use crate::error::{Error, df_to_status};
 use crate::gather::shard_ticket;
+use crate::metadata;
 use crate::planner::Distributed;
+use flight_worker::session::{SessionSettings, Sessions};
 
 /// How long a prepared-statement handle stays valid.
 const HANDLE_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -54,35 +58,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub struct FlightSqlServiceImpl {
     engine: Arc<Engine>,
     sql_info: SqlInfoData,
+    xdbc_types: XdbcTypeInfoData,
+    sessions: Sessions,
     plans: Mutex<HashMap<String, (Instant, PlannedQuery)>>,
-}
-
-fn sql_info() -> Result<SqlInfoData, Status> {
-    let mut b = SqlInfoDataBuilder::new();
-    b.append(SqlInfo::FlightSqlServerName, "fsql-cluster");
-    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    b.append(SqlInfo::FlightSqlServerArrowVersion, "58");
-    b.append(SqlInfo::FlightSqlServerReadOnly, false);
-    b.append(SqlInfo::FlightSqlServerSql, true);
-    b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(
-        SqlInfo::FlightSqlServerTransaction,
-        SqlSupportedTransaction::None as i32,
-    );
-    b.append(SqlInfo::FlightSqlServerCancel, false);
-    b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
-    b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
-    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    b.append(SqlInfo::SqlDdlCatalog, false);
-    b.append(SqlInfo::SqlDdlSchema, false);
-    b.append(SqlInfo::SqlDdlTable, true);
-    b.append(SqlInfo::SqlIdentifierCase, 1i32); // case-insensitive (lowercased)
-    b.append(SqlInfo::SqlQuotedIdentifierCase, 3i32); // case-sensitive
-    b.append(SqlInfo::SqlSchemaTerm, "schema");
-    b.append(SqlInfo::SqlCatalogTerm, "catalog");
-    b.append(SqlInfo::SqlProcedureTerm, "procedure");
-    b.build()
-        .map_err(|e| Status::internal(format!("building SqlInfo: {e}")))
 }
 
 fn status(e: Error) -> Status {
@@ -140,9 +118,16 @@ impl FlightSqlServiceImpl {
     pub fn new(engine: Arc<Engine>) -> Result<Self, Status> {
         Ok(Self {
             engine,
-            sql_info: sql_info()?,
+            sql_info: metadata::sql_info()?,
+            xdbc_types: metadata::xdbc_type_info()?,
+            sessions: Sessions::default(),
             plans: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The session options of a request (defaults without a session).
+    fn settings<T>(&self, request: &Request<T>) -> Result<SessionSettings, Status> {
+        self.sessions.settings(request.metadata())
     }
 
     fn signer(&self) -> &fsql_proto::sign::Signer {
@@ -173,6 +158,7 @@ impl FlightSqlServiceImpl {
         sql: &str,
         params: Option<RecordBatch>,
         descriptor: FlightDescriptor,
+        settings: &SessionSettings,
     ) -> Result<FlightInfo, Status> {
         if crate::engine::classify(sql).map_err(status)? == StatementKind::Update {
             // DDL/DML sent as a query (ADBC does this): run it now and
@@ -182,15 +168,22 @@ impl FlightSqlServiceImpl {
                 .execute_update(sql, params.as_ref())
                 .await
                 .map_err(status)?;
+            // One endpoint with an empty stream: clients that read the first
+            // endpoint unconditionally (flightsql-dbapi) work too.
+            let ticket = self.statement_ticket("", "", None, true)?;
             return FlightInfo::new()
                 .try_with_schema(&Schema::empty())
-                .map(|i| i.with_descriptor(descriptor).with_total_records(rows))
+                .map(|i| {
+                    i.with_descriptor(descriptor)
+                        .with_total_records(rows)
+                        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+                })
                 .map_err(|e| Status::internal(e.to_string()));
         }
         let query_id = uuid::Uuid::new_v4().to_string();
         let planned = self
             .engine
-            .plan_query(sql, params.as_ref(), &query_id)
+            .plan_query(sql, params.as_ref(), &query_id, settings.distributed)
             .await
             .map_err(status)?;
         let mut info = FlightInfo::new()
@@ -202,7 +195,7 @@ impl FlightSqlServiceImpl {
         match &planned.plan {
             Distributed::Direct {
                 fragment, routes, ..
-            } => {
+            } if settings.direct => {
                 let fragment =
                     flight_worker::fragment::encode_fragment(fragment).map_err(df_to_status)?;
                 let expected = fsql_proto::ipc::schema_to_bytes(&planned.schema)
@@ -222,24 +215,12 @@ impl FlightSqlServiceImpl {
                     info = info.with_endpoint(ep);
                 }
             }
-            Distributed::Merged(_) => {
-                let mut t = fsql_proto::StatementTicket {
-                    version: fsql_proto::WIRE_VERSION,
-                    query_id: query_id.clone(),
-                    sql: sql.to_string(),
-                    parameters: params_to_bytes(params.as_ref())?,
-                    expires_at_ms: fsql_proto::now_ms()
-                        + crate::workers::TICKET_TTL.as_millis() as i64,
-                    signature: Bytes::new(),
-                    distributed: true,
-                };
-                let handle = self.signer().sign(&mut t);
-                let ticket = TicketStatementQuery {
-                    statement_handle: handle,
-                };
-                info = info.with_endpoint(
-                    FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
-                );
+            // Merged here (a direct plan too when the client asked for
+            // one endpoint: `execute` gathers its shards).
+            _ => {
+                let ticket =
+                    self.statement_ticket(&query_id, sql, params.as_ref(), settings.distributed)?;
+                info = info.with_endpoint(FlightEndpoint::new().with_ticket(ticket));
                 info = info.with_ordered(true);
                 let mut plans = self.plans.lock();
                 let now = Instant::now();
@@ -250,6 +231,30 @@ impl FlightSqlServiceImpl {
             }
         }
         Ok(info)
+    }
+
+    /// The signed ticket of a result merged at this coordinator; an empty
+    /// `sql` is the empty result of a statement that already ran.
+    fn statement_ticket(
+        &self,
+        query_id: &str,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        distributed: bool,
+    ) -> Result<Ticket, Status> {
+        let mut t = fsql_proto::StatementTicket {
+            version: fsql_proto::WIRE_VERSION,
+            query_id: query_id.to_string(),
+            sql: sql.to_string(),
+            parameters: params_to_bytes(params)?,
+            expires_at_ms: fsql_proto::now_ms() + crate::workers::TICKET_TTL.as_millis() as i64,
+            signature: Bytes::new(),
+            distributed,
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: self.signer().sign(&mut t),
+        };
+        Ok(Ticket::new(ticket.as_any().encode_to_vec()))
     }
 
     fn batch_info(
@@ -280,11 +285,118 @@ impl FlightSqlServiceImpl {
     }
 
     fn tables_batch(&self, query: CommandGetTables) -> Result<RecordBatch, FlightError> {
+        let include_schema = query.include_schema;
         let mut b = query.into_builder();
         for t in self.engine.catalog.tables() {
-            b.append(CATALOG, SCHEMA, &t.name, "TABLE", &t.schema)?;
+            if include_schema {
+                let schema = metadata::with_column_metadata(&t.name, &t.schema);
+                b.append(CATALOG, SCHEMA, &t.name, "TABLE", &schema)?;
+            } else {
+                b.append(CATALOG, SCHEMA, &t.name, "TABLE", &t.schema)?;
+            }
         }
         b.build()
+    }
+
+    /// The result schema of a query (empty for DDL/DML), planned with NULL
+    /// parameters of the right types when none are bound.
+    async fn statement_schema(
+        &self,
+        sql: &str,
+        params: Option<RecordBatch>,
+        settings: &SessionSettings,
+    ) -> Result<SchemaRef, Status> {
+        if crate::engine::classify(sql).map_err(status)? == StatementKind::Update {
+            return Ok(Arc::new(Schema::empty()));
+        }
+        let params = match params {
+            Some(p) => p,
+            None => null_params(&self.engine.parameter_schema(sql).await.map_err(status)?)?,
+        };
+        let planned = self
+            .engine
+            .plan_query(sql, Some(&params), "schema", settings.distributed)
+            .await
+            .map_err(status)?;
+        Ok(planned.schema)
+    }
+
+    /// `GetSchema`: the schema `GetFlightInfo` would announce, without
+    /// running anything.
+    async fn schema_of(&self, request: &Request<FlightDescriptor>) -> Result<SchemaRef, Status> {
+        use arrow_flight::sql::Command;
+        let settings = self.settings(request)?;
+        let any = Any::decode(request.get_ref().cmd.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("malformed Flight SQL command: {e}")))?;
+        let command = Command::try_from(any)
+            .map_err(|e| Status::invalid_argument(format!("malformed Flight SQL command: {e}")))?;
+        Ok(match command {
+            Command::CommandStatementQuery(q) => {
+                self.statement_schema(&q.query, None, &settings).await?
+            }
+            Command::CommandPreparedStatementQuery(cmd) => {
+                let (sql, params) = self.open_handle(&cmd.prepared_statement_handle)?;
+                self.statement_schema(&sql, params, &settings).await?
+            }
+            Command::CommandGetCatalogs(c) => c.into_builder().schema(),
+            Command::CommandGetDbSchemas(c) => c.into_builder().schema(),
+            Command::CommandGetTables(c) => c.into_builder().schema(),
+            Command::CommandGetTableTypes(c) => c.into_builder().schema(),
+            Command::CommandGetSqlInfo(c) => c.into_builder(&self.sql_info).schema(),
+            Command::CommandGetXdbcTypeInfo(c) => c.into_builder(&self.xdbc_types).schema(),
+            Command::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema(),
+            Command::CommandGetImportedKeys(_)
+            | Command::CommandGetExportedKeys(_)
+            | Command::CommandGetCrossReference(_) => metadata::foreign_keys_schema(),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "GetSchema does not apply to {}",
+                    other.type_url()
+                )));
+            }
+        })
+    }
+
+    /// The client query ids behind a FlightInfo's tickets (merged or
+    /// direct endpoints); tickets of metadata commands have none.
+    fn query_ids(&self, info: &FlightInfo) -> Vec<String> {
+        let mut ids: Vec<String> = info
+            .endpoint
+            .iter()
+            .filter_map(|ep| ep.ticket.as_ref())
+            .filter_map(|t| {
+                if let Ok(Some(ticket)) = Any::decode(t.ticket.as_ref())
+                    .map_err(|_| ())
+                    .and_then(|any| any.unpack::<TicketStatementQuery>().map_err(|_| ()))
+                {
+                    let st: fsql_proto::StatementTicket =
+                        self.signer().verify(&ticket.statement_handle).ok()?;
+                    return Some(st.query_id);
+                }
+                let shard: fsql_proto::ShardTicket = self.signer().verify(&t.ticket).ok()?;
+                Some(shard.query_id)
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Cancels the queries behind `info`.
+    async fn cancel(&self, info: &FlightInfo) -> arrow_flight::CancelStatus {
+        let ids = self.query_ids(info);
+        if ids.is_empty() {
+            return arrow_flight::CancelStatus::NotCancellable;
+        }
+        let mut all = true;
+        for id in &ids {
+            all &= self.engine.cancel(id).await;
+        }
+        if all {
+            arrow_flight::CancelStatus::Cancelled
+        } else {
+            arrow_flight::CancelStatus::Cancelling
+        }
     }
 }
 
@@ -294,16 +406,13 @@ impl FlightSqlService for FlightSqlServiceImpl {
 
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
-        // Local and static clusters run without client authentication.
-        let response = HandshakeResponse {
-            protocol_version: 0,
-            payload: Bytes::new(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(response)
-        }))))
+        // The auth layer (`flight_worker::auth`) has checked the
+        // `authorization` header; this answers with the session token (or
+        // checks a BasicAuth payload). Without authentication: an empty
+        // answer.
+        flight_worker::auth::handshake(request).await
     }
 
     async fn get_flight_info_statement(
@@ -311,8 +420,9 @@ impl FlightSqlService for FlightSqlServiceImpl {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let settings = self.settings(&request)?;
         let info = self
-            .flight_info(&query.query, None, request.into_inner())
+            .flight_info(&query.query, None, request.into_inner(), &settings)
             .await?;
         Ok(Response::new(info))
     }
@@ -323,7 +433,10 @@ impl FlightSqlService for FlightSqlServiceImpl {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.open_handle(&cmd.prepared_statement_handle)?;
-        let info = self.flight_info(&sql, params, request.into_inner()).await?;
+        let settings = self.settings(&request)?;
+        let info = self
+            .flight_info(&sql, params, request.into_inner(), &settings)
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -336,13 +449,20 @@ impl FlightSqlService for FlightSqlServiceImpl {
             .signer()
             .verify(&ticket.statement_handle)
             .map_err(|e| status(e.into()))?;
+        if t.sql.is_empty() {
+            let stream = FlightDataEncoderBuilder::new()
+                .with_schema(Arc::new(Schema::empty()))
+                .build(futures::stream::empty())
+                .map_err(Status::from);
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let cached = self.plans.lock().remove(&t.query_id).map(|(_, p)| p);
         let planned = match cached {
             Some(p) => p,
             None => {
                 let params = params_from_bytes(&t.parameters)?;
                 self.engine
-                    .plan_query(&t.sql, params.as_ref(), &t.query_id)
+                    .plan_query(&t.sql, params.as_ref(), &t.query_id, t.distributed)
                     .await
                     .map_err(status)?
             }
@@ -350,6 +470,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         let schema = Arc::clone(&planned.schema);
         let stream = self.engine.execute(planned).await.map_err(status)?;
         let stream = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(flight_worker::service::MAX_FLIGHT_DATA_BYTES)
             .with_schema(schema)
             .build(stream.map_err(|e| FlightError::Tonic(Box::new(df_to_status(e)))))
             .map_err(Status::from);
@@ -422,22 +543,30 @@ impl FlightSqlService for FlightSqlServiceImpl {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let sql = query.query;
         let kind = crate::engine::classify(&sql).map_err(status)?;
-        let parameter_schema = self.engine.parameter_schema(&sql).await.map_err(status)?;
+        let settings = self.settings(&request)?;
+        let parameter_schema = match kind {
+            StatementKind::Query => self.engine.parameter_schema(&sql).await.map_err(status)?,
+            // Our DDL (`CREATE TABLE ... WITH (...)`, DROP) is not DataFusion
+            // SQL: its parameters are those DataFusion finds, if any, and
+            // the statement is checked when it runs.
+            StatementKind::Update => match self.engine.parameter_schema(&sql).await {
+                Ok(schema) => schema,
+                Err(_) => Arc::new(Schema::empty()),
+            },
+        };
         let dataset_schema = match kind {
             StatementKind::Update => Bytes::new(),
             StatementKind::Query => {
                 // Plan with NULL parameters of the right types to learn the
                 // result schema.
-                let planned = self
-                    .engine
-                    .plan_query(&sql, Some(&null_params(&parameter_schema)?), "prepare")
-                    .await
-                    .map_err(status)?;
-                schema_ipc(&planned.schema)?
+                let schema = self
+                    .statement_schema(&sql, Some(null_params(&parameter_schema)?), &settings)
+                    .await?;
+                schema_ipc(&schema)?
             }
         };
         let parameter_schema = if parameter_schema.fields().is_empty() {
@@ -552,8 +681,129 @@ impl FlightSqlService for FlightSqlServiceImpl {
         Self::batch_stream(query.into_builder(&self.sql_info).build())
     }
 
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.batch_info(metadata::primary_keys_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Self::batch_stream(Ok(metadata::empty(metadata::primary_keys_schema())))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.batch_info(metadata::foreign_keys_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Self::batch_stream(Ok(metadata::empty(metadata::foreign_keys_schema())))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.batch_info(metadata::foreign_keys_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Self::batch_stream(Ok(metadata::empty(metadata::foreign_keys_schema())))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.batch_info(metadata::foreign_keys_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Self::batch_stream(Ok(metadata::empty(metadata::foreign_keys_schema())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.xdbc_types).schema();
+        self.batch_info(schema, query, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Self::batch_stream(query.into_builder(&self.xdbc_types).build())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
+        // CancelStatus and CancelResult share their numbering.
+        Ok(ActionCancelQueryResult {
+            result: self.cancel(&info).await as i32,
+        })
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        let action = |name: &str, description: &str| {
+            Ok(arrow_flight::ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        };
+        Some(vec![
+            action(
+                CANCEL_FLIGHT_INFO,
+                "Cancel the query behind a FlightInfo, on the coordinator and the workers.",
+            ),
+            action(
+                flight_worker::session::ACTION_SET,
+                "Set session options: catalog, schema, distributed (bool).",
+            ),
+            action(
+                flight_worker::session::ACTION_GET,
+                "Get the session options.",
+            ),
+            action(flight_worker::session::ACTION_CLOSE, "Close the session."),
+        ])
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
+
+/// The Flight RPC action cancelling a FlightInfo.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// One row of NULL parameters of the given types.
 fn null_params(schema: &SchemaRef) -> Result<RecordBatch, Status> {
@@ -623,18 +873,28 @@ impl FlightService for CoordinatorFlightService {
         FlightService::get_flight_info(&self.inner, request).await
     }
 
+    /// Planning is quick, so a poll completes at once: the reply holds the
+    /// whole FlightInfo and no descriptor to poll again.
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Resp<arrow_flight::PollInfo> {
-        FlightService::poll_flight_info(&self.inner, request).await
+        let info = self.get_flight_info(request).await?.into_inner();
+        Ok(Response::new(arrow_flight::PollInfo {
+            info: Some(info),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        }))
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Resp<arrow_flight::SchemaResult> {
-        FlightService::get_schema(&self.inner, request).await
+        let schema = self.inner.schema_of(&request).await?;
+        let schema = schema_ipc(&schema)?;
+        Ok(Response::new(arrow_flight::SchemaResult { schema }))
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Resp<Self::DoGetStream> {
@@ -656,6 +916,33 @@ impl FlightService for CoordinatorFlightService {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Resp<Self::DoActionStream> {
+        let kind = request.get_ref().r#type.as_str();
+        if Sessions::handles(kind) {
+            let reply = self
+                .inner
+                .sessions
+                .action(request.get_ref(), request.metadata())?;
+            return Ok(reply.into_response(|results| {
+                Box::pin(futures::stream::iter(results.into_iter().map(Ok))) as Self::DoActionStream
+            }));
+        }
+        if kind == CANCEL_FLIGHT_INFO {
+            let cancel =
+                arrow_flight::CancelFlightInfoRequest::decode(request.get_ref().body.as_ref())
+                    .map_err(|e| {
+                        Status::invalid_argument(format!("malformed CancelFlightInfoRequest: {e}"))
+                    })?;
+            let info = cancel.info.ok_or_else(|| {
+                Status::invalid_argument("CancelFlightInfoRequest without a FlightInfo")
+            })?;
+            let result = arrow_flight::CancelFlightInfoResult::new(self.inner.cancel(&info).await);
+            let body = arrow_flight::Result {
+                body: result.encode_to_vec().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async {
+                Ok(body)
+            }))));
+        }
         FlightService::do_action(&self.inner, request).await
     }
 

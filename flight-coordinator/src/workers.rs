@@ -15,7 +15,7 @@ use fsql_proto::{ShardTarget, WorkerRequest, worker_request};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{Error, Result};
 
@@ -61,6 +61,8 @@ fn worker_err(url: &str, what: &str, e: FlightError) -> Error {
 pub struct WorkerPool {
     signer: Signer,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Trust for `grpc+tls://` workers.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl WorkerPool {
@@ -68,7 +70,14 @@ impl WorkerPool {
         Self {
             signer,
             channels: Mutex::new(HashMap::new()),
+            tls: None,
         }
+    }
+
+    /// Connects to `grpc+tls://` workers trusting `tls`.
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn signer(&self) -> &Signer {
@@ -81,18 +90,33 @@ impl WorkerPool {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(http_uri(url))
+        let mut endpoint = Endpoint::from_shared(http_uri(url))
             .map_err(|e| Error::InvalidArgument(format!("bad worker address {url}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        if url.starts_with("grpc+tls://") {
+            let tls = self.tls.clone().ok_or_else(|| {
+                Error::Config(format!(
+                    "worker {url} serves TLS but no CA is configured to trust it (--tls-ca)"
+                ))
+            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::Config(format!("TLS to worker {url}: {e}")))?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
     }
 
     fn client(&self, url: &str) -> Result<FlightClient> {
-        Ok(FlightClient::new(self.channel(url)?))
+        // Worker messages may exceed tonic's 4 MiB default (one wide row).
+        let inner =
+            arrow_flight::flight_service_client::FlightServiceClient::new(self.channel(url)?)
+                .max_decoding_message_size(flight_worker::service::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(flight_worker::service::MAX_MESSAGE_BYTES);
+        Ok(FlightClient::new_from_inner(inner))
     }
 
     fn signed(&self, request: worker_request::Request) -> Bytes {

@@ -11,9 +11,14 @@
 //! * `DoPut(ShardWrite)` appends a stream of batches to a shard in one
 //!   transaction;
 //! * `DoAction` creates and drops shard tables, reports their stats, and
-//!   answers an unsigned `health` probe.
+//!   answers an unsigned `health` probe;
+//! * `Handshake` echoes a session token of the cluster or checks Basic
+//!   credentials against the configured users ([`auth`]); any call carrying
+//!   an `authorization` header must carry a valid token.
 //!
-//! Modules: [`config`] (command line and runtime configuration), [`error`]
+//! Modules: [`config`] (command line, config file and runtime
+//! configuration), [`auth`] (bearer tokens and Basic handshakes, shared with
+//! the coordinator), [`tls`] (PEM files to tonic's rustls config), [`error`]
 //! (the error type and its gRPC codes), [`storage`] (everything that talks
 //! to DuckDB, all blocking), [`service`] (the Flight service: async, moves
 //! DuckDB work to the blocking pool through bounded channels) and the
@@ -21,18 +26,22 @@
 //! `local` mode and by tests. The worker does not plan queries, route rows
 //! or know about other workers.
 
+pub mod auth;
+pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod fragment;
 mod server;
 pub mod service;
+pub mod session;
 pub mod sqlgen;
 pub mod storage;
+pub mod tls;
 
 pub use config::{WorkerArgs, WorkerConfig};
 pub use error::{Error, Result};
 pub use server::{SHUTDOWN_GRACE, WorkerHandle, run, start};
 pub use service::{
-    ACTION_CREATE_SHARD, ACTION_DROP_SHARD, ACTION_HEALTH, ACTION_SHARD_STATS, QUERY_ID_HEADER,
-    WorkerService,
+    ACTION_CANCEL, ACTION_CREATE_SHARD, ACTION_DROP_SHARD, ACTION_HEALTH, ACTION_SHARD_STATS,
+    QUERY_ID_HEADER, WorkerService,
 };

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flight_worker::{WorkerArgs, WorkerConfig};
+use flight_worker::WorkerArgs;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -36,10 +36,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = WorkerConfig::try_from(args)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let (listen, config) = args.resolve()?;
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(|e| format!("binding {}: {e}", args.listen))?;
+        .map_err(|e| format!("binding {listen}: {e}"))?;
     let worker = flight_worker::start(config, listener).await?;
     println!(
         "flight-worker {} listening on {}",

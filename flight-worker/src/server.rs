@@ -19,6 +19,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
+
+use crate::auth::{AuthLayer, AuthMode, Authenticator};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::service::WorkerService;
@@ -36,6 +39,17 @@ pub async fn start(config: WorkerConfig, listener: TcpListener) -> Result<Worker
     config.validate()?;
     let addr = listener.local_addr().map_err(Error::Listener)?;
     let signer = Signer::new(config.secret.clone());
+    let authenticator =
+        Authenticator::new(&signer, &config.auth).map_err(|e| Error::Config(e.to_string()))?;
+    let auth_layer = AuthLayer::new(Arc::new(authenticator), AuthMode::IfPresent);
+    let max_message_size = config.max_message_size;
+    let tls = config.tls.clone();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server())
+            .map_err(|e| Error::Config(format!("TLS certificate or key: {e}")))?;
+    }
     let storage = tokio::task::spawn_blocking(move || Storage::open(&config)).await??;
     let storage = Arc::new(storage);
     let id = storage.worker_id().to_string();
@@ -52,15 +66,20 @@ pub async fn start(config: WorkerConfig, listener: TcpListener) -> Result<Worker
         }
         conn
     });
+    let server = FlightServiceServer::new(service)
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size.max(crate::config::DEFAULT_MAX_MESSAGE_SIZE));
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.into_server())
+        builder
+            .layer(auth_layer)
+            .add_service(server)
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
     );
-    tracing::info!(worker_id = %id, %addr, db = %storage.path().display(), "worker serving");
+    tracing::info!(worker_id = %id, %addr, tls = tls.is_some(), db = %storage.path().display(), "worker serving");
     Ok(WorkerHandle {
         id,
         addr,
+        tls: tls.is_some(),
         abort,
         tasks,
         storage,
@@ -85,6 +104,7 @@ pub async fn run(
 pub struct WorkerHandle {
     id: String,
     addr: SocketAddr,
+    tls: bool,
     /// Stops accepting connections and requests.
     stop: CancellationToken,
     /// Cuts open streams off and interrupts their queries.
@@ -107,9 +127,14 @@ impl WorkerHandle {
         self.addr
     }
 
-    /// The Flight URL of the worker, `grpc://ip:port`.
+    /// The Flight URL of the worker, `grpc://ip:port` (`grpc+tls://` when it
+    /// serves TLS).
     pub fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
+        if self.tls {
+            format!("grpc+tls://{}", self.addr)
+        } else {
+            format!("grpc://{}", self.addr)
+        }
     }
 
     /// Serves until `shutdown` completes or the server fails, then shuts

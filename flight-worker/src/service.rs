@@ -41,7 +41,9 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
+use crate::cancel::{CancelGuard, Cancels};
 use crate::error::{Error, Result};
+use crate::session::{self, Sessions};
 use crate::storage::{self, AppendMessage, Storage};
 use crate::{fragment, sqlgen};
 
@@ -57,8 +59,10 @@ pub const ACTION_DROP_SHARD: &str = "drop_shard";
 pub const ACTION_SHARD_STATS: &str = "shard_stats";
 /// `DoAction` type: liveness probe, unsigned; replies with the worker id.
 pub const ACTION_HEALTH: &str = "health";
+/// `DoAction` type: stop a client query's fragments (signed `CancelQuery`).
+pub const ACTION_CANCEL: &str = "cancel";
 
-const ACTIONS: [(&str, &str); 4] = [
+const ACTIONS: [(&str, &str); 8] = [
     (
         ACTION_CREATE_SHARD,
         "Create a shard table if it does not exist. Body: signed WorkerRequest{create_shard}. No results.",
@@ -76,10 +80,27 @@ const ACTIONS: [(&str, &str); 4] = [
         ACTION_HEALTH,
         "Liveness probe (runs SELECT 1). No body, no signature. One result: the worker id (UTF-8).",
     ),
+    (
+        ACTION_CANCEL,
+        "Interrupt every fragment of a client query and refuse its tickets from now on. \
+         Body: signed WorkerRequest{cancel}. No results.",
+    ),
+    (
+        session::ACTION_SET,
+        "Flight SetSessionOptions (catalog, schema, distributed). Sets the session cookie.",
+    ),
+    (session::ACTION_GET, "Flight GetSessionOptions."),
+    (session::ACTION_CLOSE, "Flight CloseSession."),
 ];
 
 /// Record batches in flight between a DuckDB query and its gRPC stream.
 const BATCH_CHANNEL: usize = 4;
+
+/// Target size of one `FlightData` message of a result stream: batches are
+/// cut (by rows) to about this many bytes, so results stream well under
+/// the gRPC message limits of clients (4 MiB by default) whatever the
+/// width of a DuckDB chunk. A single row larger than this travels alone.
+pub const MAX_FLIGHT_DATA_BYTES: usize = 2 * 1024 * 1024;
 
 /// Largest gRPC message the worker accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -96,6 +117,8 @@ pub struct WorkerService {
     tasks: TaskTracker,
     /// Cancelled when a shutdown stops waiting for streams to finish.
     abort: CancellationToken,
+    cancels: Arc<Cancels>,
+    sessions: Arc<Sessions>,
 }
 
 impl WorkerService {
@@ -114,6 +137,8 @@ impl WorkerService {
             signer,
             tasks,
             abort,
+            cancels: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -152,12 +177,18 @@ impl WorkerService {
                     source,
                 }
             })?;
+        let guard = self
+            .cancels
+            .register(&ticket.query_id)
+            .ok_or_else(|| Error::Cancelled(format!("query {} was cancelled", ticket.query_id)))?;
+        let cancel = guard.token().clone();
         let (tx, rx) = mpsc::channel(BATCH_CHANNEL);
         let (ready_tx, ready_rx) = oneshot::channel();
         let job = FragmentJob {
             storage: Arc::clone(&self.storage),
             runtime: tokio::runtime::Handle::current(),
             abort: self.abort.clone(),
+            cancel: guard,
             expected: Arc::clone(&expected),
             tx,
         };
@@ -176,10 +207,11 @@ impl WorkerService {
             }
         }
         let flight = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
             .with_schema(expected)
             .build(ReceiverStream::new(rx))
             .map_err(Status::from);
-        Ok(until_aborted(flight, self.abort.clone()).boxed())
+        Ok(until_aborted(flight, self.abort.clone(), cancel).boxed())
     }
 
     async fn put(
@@ -213,6 +245,7 @@ impl WorkerService {
             ACTION_CREATE_SHARD => "create_shard",
             ACTION_DROP_SHARD => "drop_shard",
             ACTION_SHARD_STATS => "shard_stats",
+            ACTION_CANCEL => "cancel",
             other => {
                 let names: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
                 return Err(Error::BadRequest(format!(
@@ -265,6 +298,11 @@ impl WorkerService {
                 let body = ShardStatsResponse { stats }.encode_to_vec();
                 Ok(vec![arrow_flight::Result { body: body.into() }])
             }
+            Some(WorkerCommand::Cancel(cancel)) if kind == ACTION_CANCEL => {
+                tracing::info!(query_id = %cancel.query_id, "cancel");
+                self.cancels.cancel(&cancel.query_id);
+                Ok(vec![])
+            }
             other => Err(Error::BadRequest(format!(
                 "action {kind} needs a WorkerRequest holding {expected}, got {}",
                 command_name(other.as_ref())
@@ -281,6 +319,7 @@ fn command_name(command: Option<&WorkerCommand>) -> &'static str {
         Some(WorkerCommand::DropShard(_)) => "drop_shard",
         Some(WorkerCommand::ShardStats(_)) => "shard_stats",
         Some(WorkerCommand::Write(_)) => "write",
+        Some(WorkerCommand::Cancel(_)) => "cancel",
     }
 }
 
@@ -330,31 +369,31 @@ async fn feed(
     }
 }
 
-/// Ends `stream` with UNAVAILABLE when `abort` fires, so that a client never
-/// mistakes a cut-off result for a complete one.
+/// Ends `stream` with UNAVAILABLE when `abort` fires and with CANCELLED when
+/// the query is cancelled, so that a client never mistakes a cut-off result
+/// for a complete one.
 fn until_aborted<S>(
     stream: S,
     abort: CancellationToken,
+    cancel: CancellationToken,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
 where
     S: Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static,
 {
-    stream::unfold(Some((stream, abort)), |state| async move {
-        let (mut stream, abort) = state?;
+    stream::unfold(Some((stream, abort, cancel)), |state| async move {
+        let (mut stream, abort, cancel) = state?;
         let next = tokio::select! {
             biased;
-            () = abort.cancelled() => None,
-            item = stream.next() => Some(item),
+            () = abort.cancelled() => Err(Status::unavailable(
+                "worker is shutting down; the result stream was cut off",
+            )),
+            () = cancel.cancelled() => Err(Status::cancelled("the query was cancelled")),
+            item = stream.next() => Ok(item),
         };
         match next {
-            None => Some((
-                Err(Status::unavailable(
-                    "worker is shutting down; the result stream was cut off",
-                )),
-                None,
-            )),
-            Some(None) => None,
-            Some(Some(item)) => Some((item, Some((stream, abort)))),
+            Err(status) => Some((Err(status), None)),
+            Ok(None) => None,
+            Ok(Some(item)) => Some((item, Some((stream, abort, cancel)))),
         }
     })
 }
@@ -364,6 +403,8 @@ struct FragmentJob {
     storage: Arc<Storage>,
     runtime: tokio::runtime::Handle,
     abort: CancellationToken,
+    /// Keeps the query's cancellation token registered while running.
+    cancel: CancelGuard,
     expected: SchemaRef,
     tx: mpsc::Sender<Result<RecordBatch, FlightError>>,
 }
@@ -399,6 +440,7 @@ impl FragmentJob {
         self.runtime.spawn(interrupt_when_abandoned(
             self.tx.clone(),
             self.abort.clone(),
+            self.cancel.token().clone(),
             done,
             conn.interrupt_handle(),
         ));
@@ -421,11 +463,16 @@ impl FragmentJob {
 async fn interrupt_when_abandoned(
     tx: mpsc::Sender<Result<RecordBatch, FlightError>>,
     abort: CancellationToken,
+    cancel: CancellationToken,
     done: CancellationToken,
     interrupt: Arc<InterruptHandle>,
 ) {
     tokio::select! {
         () = done.cancelled() => {}
+        () = cancel.cancelled() => {
+            tracing::debug!("query cancelled; interrupting it");
+            interrupt.interrupt();
+        }
         () = tx.closed() => {
             tracing::debug!("client went away; interrupting its query");
             interrupt.interrupt();
@@ -457,11 +504,12 @@ impl FlightService for WorkerService {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(unimplemented(
-            "Handshake (every ticket and request to a worker is signed instead)",
-        ))
+        // Clients re-authenticate at each endpoint location: a session token
+        // of the cluster is echoed back, Basic credentials are checked when
+        // this worker knows the users (see `crate::auth`).
+        crate::auth::handshake(request).await
     }
 
     async fn list_flights(
@@ -571,6 +619,14 @@ impl FlightService for WorkerService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        if Sessions::handles(&request.get_ref().r#type) {
+            let reply = self
+                .sessions
+                .action(request.get_ref(), request.metadata())?;
+            return Ok(
+                reply.into_response(|results| stream::iter(results.into_iter().map(Ok)).boxed())
+            );
+        }
         let query_id = query_id(&request);
         let action = request.into_inner();
         let span = tracing::info_span!("do_action", action = %action.r#type, query_id = %query_id);

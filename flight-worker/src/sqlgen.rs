@@ -101,6 +101,11 @@ impl Scope<'_> {
 }
 
 fn cols(n: usize, prefix: &str) -> String {
+    if n == 0 {
+        // DuckDB needs at least one column; the parent only counts rows
+        // (the worker drops the placeholder for a zero-column schema).
+        return "NULL AS c0".into();
+    }
     (0..n)
         .map(|i| format!("{prefix}c{i} AS c{i}"))
         .collect::<Vec<_>>()
@@ -271,6 +276,9 @@ impl Gen {
                 let both = || {
                     let mut v: Vec<String> = (0..nl).map(|i| format!("l.c{i} AS c{i}")).collect();
                     v.extend((0..nr).map(|i| format!("r.c{i} AS c{}", nl + i)));
+                    if v.is_empty() {
+                        return "NULL AS c0".to_string();
+                    }
                     v.join(", ")
                 };
                 let sql = match j.join_type {
@@ -493,10 +501,17 @@ impl Gen {
         Ok(match name {
             "abs" | "ceil" | "floor" | "sqrt" | "exp" | "ln" | "log10" | "log2" | "sign"
             | "lower" | "upper" | "trim" | "ltrim" | "rtrim" | "replace" | "reverse"
-            | "starts_with" | "ends_with" | "strpos" | "lpad" | "rpad" | "left" | "right"
-            | "coalesce" | "nullif" | "greatest" | "least" | "md5" | "ascii" | "repeat"
-            | "date_trunc" | "power" | "cos" | "sin" | "tan" | "pi" | "concat" | "concat_ws"
-            | "initcap" | "split_part" | "translate" => same(name),
+            | "starts_with" | "ends_with" | "strpos" | "left" | "right" | "coalesce" | "nullif"
+            | "greatest" | "least" | "md5" | "ascii" | "repeat" | "date_trunc" | "power"
+            | "cos" | "sin" | "tan" | "pi" | "concat" | "concat_ws" | "split_part"
+            | "translate" => same(name),
+            // DuckDB's lpad/rpad take an INTEGER length and need the fill.
+            "lpad" | "rpad" if args.len() == 2 || args.len() == 3 => format!(
+                "{name}({}, CAST({} AS INTEGER), {})",
+                args[0],
+                args[1],
+                args.get(2).map(String::as_str).unwrap_or("' '")
+            ),
             "btrim" => same("trim"),
             "character_length" | "char_length" | "length" => same("length"),
             "octet_length" => same("octet_length"),
@@ -569,10 +584,21 @@ fn literal(v: &ScalarValue) -> Result<String> {
             format!("make_timestamp(CAST({x} AS BIGINT) * 1000)")
         }
         TimestampMicrosecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT))"),
-        TimestampNanosecond(Some(x), None) => typed(
+        TimestampNanosecond(Some(x), None) if x % 1000 == 0 => typed(
             format!("make_timestamp(CAST({} AS BIGINT))", x / 1000),
             "TIMESTAMP_NS",
         ),
+        // DuckDB keeps time zone aware timestamps as UTC microseconds.
+        TimestampSecond(Some(x), Some(_)) => utc_micros(x.checked_mul(1_000_000))?,
+        TimestampMillisecond(Some(x), Some(_)) => utc_micros(x.checked_mul(1_000))?,
+        TimestampMicrosecond(Some(x), Some(_)) => utc_micros(Some(*x))?,
+        TimestampNanosecond(Some(x), Some(_)) if x % 1000 == 0 => utc_micros(Some(x / 1000))?,
+        Time32Second(Some(x)) => time_literal(i64::from(*x) * 1_000_000)?,
+        Time32Millisecond(Some(x)) => time_literal(i64::from(*x) * 1_000)?,
+        Time64Microsecond(Some(x)) => time_literal(*x)?,
+        Time64Nanosecond(Some(x)) if x % 1000 == 0 => time_literal(x / 1000)?,
+        Binary(Some(b)) | LargeBinary(Some(b)) | BinaryView(Some(b)) => blob_literal(b),
+        FixedSizeBinary(_, Some(b)) => blob_literal(b),
         IntervalYearMonth(Some(m)) => format!("to_months({m})"),
         IntervalDayTime(Some(d)) => format!(
             "(to_days({}) + to_microseconds(CAST({} AS BIGINT) * 1000))",
@@ -588,6 +614,39 @@ fn literal(v: &ScalarValue) -> Result<String> {
             return unsupported(format!("literal of type {} ({other})", other.data_type()));
         }
     })
+}
+
+/// A `TIMESTAMPTZ` from microseconds since the epoch: UTC text with an
+/// explicit offset, exact whatever the session time zone (and without the
+/// ICU extension).
+fn utc_micros(micros: Option<i64>) -> Result<String> {
+    let Some(dt) = micros.and_then(arrow::temporal_conversions::timestamp_us_to_datetime) else {
+        return unsupported("timestamp out of range");
+    };
+    Ok(typed(quote_str(&format!("{dt}+00")), "TIMESTAMPTZ"))
+}
+
+/// A `TIME` from microseconds since midnight.
+fn time_literal(micros: i64) -> Result<String> {
+    if !(0..=86_400_000_000).contains(&micros) {
+        return unsupported(format!("time of day {micros} us out of range"));
+    }
+    let (h, rest) = (micros / 3_600_000_000, micros % 3_600_000_000);
+    let (m, rest) = (rest / 60_000_000, rest % 60_000_000);
+    let (sec, us) = (rest / 1_000_000, rest % 1_000_000);
+    Ok(typed(
+        quote_str(&format!("{h:02}:{m:02}:{sec:02}.{us:06}")),
+        "TIME",
+    ))
+}
+
+/// A `BLOB` literal (hex, so any byte travels).
+fn blob_literal(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(hex, "{b:02X}");
+    }
+    format!("from_hex('{hex}')")
 }
 
 /// The exact decimal text of an unscaled value.
@@ -656,5 +715,23 @@ mod tests {
             literal(&ScalarValue::Int64(None)).unwrap(),
             "CAST(NULL AS BIGINT)"
         );
+        assert_eq!(
+            literal(&ScalarValue::Binary(Some(vec![0, 0xab]))).unwrap(),
+            "from_hex('00AB')"
+        );
+        assert_eq!(
+            literal(&ScalarValue::Time64Microsecond(Some(45_296_000_001))).unwrap(),
+            "CAST('12:34:56.000001' AS TIME)"
+        );
+        assert_eq!(
+            literal(&ScalarValue::TimestampMicrosecond(
+                Some(-1),
+                Some("UTC".into())
+            ))
+            .unwrap(),
+            "CAST('1969-12-31 23:59:59.999999+00' AS TIMESTAMPTZ)"
+        );
+        // Sub-microsecond values have no exact DuckDB literal.
+        assert!(literal(&ScalarValue::TimestampNanosecond(Some(1), None)).is_err());
     }
 }

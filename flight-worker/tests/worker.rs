@@ -231,7 +231,16 @@ async fn health_and_list_actions() {
         let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
         assert_eq!(
             names,
-            ["create_shard", "drop_shard", "shard_stats", "health"]
+            [
+                "create_shard",
+                "drop_shard",
+                "shard_stats",
+                "health",
+                "cancel",
+                "SetSessionOptions",
+                "GetSessionOptions",
+                "CloseSession"
+            ]
         );
         worker.shutdown().await;
     })

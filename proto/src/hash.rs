@@ -60,6 +60,8 @@ pub fn is_hashable(dt: &DataType) -> bool {
             | Date64
             | Decimal128(_, _)
             | Timestamp(_, _)
+            | Time32(_)
+            | Time64(_)
     )
 }
 
@@ -76,6 +78,7 @@ pub fn hash_class(dt: &DataType) -> Option<String> {
         Date64 => "date64".into(),
         Decimal128(_, s) => format!("decimal:{s}"),
         Timestamp(unit, _) => format!("timestamp:{unit:?}"),
+        Time32(unit) | Time64(unit) => format!("time:{unit:?}"),
         _ => return None,
     })
 }
@@ -113,6 +116,10 @@ pub fn hash_array(array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
         Timestamp(TimeUnit::Millisecond, _) => ints!(array, TimestampMillisecondType, out),
         Timestamp(TimeUnit::Microsecond, _) => ints!(array, TimestampMicrosecondType, out),
         Timestamp(TimeUnit::Nanosecond, _) => ints!(array, TimestampNanosecondType, out),
+        Time32(TimeUnit::Second) => ints!(array, Time32SecondType, out),
+        Time32(TimeUnit::Millisecond) => ints!(array, Time32MillisecondType, out),
+        Time64(TimeUnit::Microsecond) => ints!(array, Time64MicrosecondType, out),
+        Time64(TimeUnit::Nanosecond) => ints!(array, Time64NanosecondType, out),
         Float32 | Float64 => {
             let cast = arrow::compute::cast(array, &Float64).map_err(|e| e.to_string())?;
             for (i, v) in cast.as_primitive::<Float64Type>().iter().enumerate() {

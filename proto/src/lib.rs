@@ -16,6 +16,13 @@ mod generated {
 
 pub use generated::*;
 
+/// The Flight RPC session-option messages (bodies of the
+/// `SetSessionOptions`, `GetSessionOptions` and `CloseSession` actions).
+#[allow(clippy::all)]
+pub mod flight_session {
+    include!(concat!(env!("OUT_DIR"), "/fsql.flight.rs"));
+}
+
 /// Version written into every ticket and request this build produces.
 pub const WIRE_VERSION: u32 = 1;
 

@@ -27,7 +27,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("FSQL_START_TIMEOUT", "120"))
 STOP_TIMEOUT = 10.0
-LISTENING = re.compile(r"listening on (grpc://\S+)")
+LISTENING = re.compile(r"listening on (grpc(?:\+tls)?://\S+)")
 
 # Every process a fixture started, so that a failing test can show the logs of its servers.
 _PROCESSES: list["ServerProcess"] = []
@@ -228,6 +228,7 @@ def serve_cluster(tmp_path_factory):
             "--listen", "127.0.0.1:0",
             "--workers", workers_arg,
             "--secret", secret,
+            "--no-auth",
         ]
         coordinator = ServerProcess("flight-coordinator-serve", argv, log_dir)
         servers.append(coordinator)
@@ -244,6 +245,135 @@ def serve_cluster(tmp_path_factory):
             errors.append(str(exc))
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+AUTH_USER = "alice"
+AUTH_PASSWORD = "wonder land:42"
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    """A test CA (trustme) and a server certificate for localhost / 127.0.0.1.
+
+    Returns a dict of PEM file paths: `ca`, `cert` (chain), `key`.
+    """
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    d = tmp_path_factory.mktemp("tls")
+    paths = {"ca": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    with open(paths["cert"], "wb") as f:
+        for pem in server.cert_chain_pems:
+            f.write(pem.bytes())
+    server.private_key_pem.write_to_path(str(paths["key"]))
+    return paths
+
+
+def hash_password(password: str) -> str:
+    """`flight-coordinator hash-password` (reads the password from stdin)."""
+    result = subprocess.run(
+        [str(binary("FSQL_COORDINATOR_BIN", "flight-coordinator")), "hash-password"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(tmp_path_factory, tls_certs):
+    """`flight-coordinator local --config fsql.toml`: TLS and one user, from the config file.
+
+    Yields a dict: `uri` (grpc+tls://...), `ca` (PEM bytes), `user`, `password`.
+    """
+    config = tmp_path_factory.mktemp("secure-config") / "fsql.toml"
+    config.write_text(
+        "[local]\n"
+        f'tls_cert = "{tls_certs["cert"]}"\n'
+        f'tls_key = "{tls_certs["key"]}"\n'
+        f'tls_ca = "{tls_certs["ca"]}"\n'
+        'max_message_size = "512MiB"\n'
+        "\n[[users]]\n"
+        f'name = "{AUTH_USER}"\n'
+        f'password_hash = "{hash_password(AUTH_PASSWORD)}"\n'
+    )
+    server = start_local_cluster(tmp_path_factory, 2, "--config", config)
+    yield {
+        "uri": server.uri,
+        "ca": tls_certs["ca"].read_bytes(),
+        "user": AUTH_USER,
+        "password": AUTH_PASSWORD,
+        "stdout": server.stdout_lines,
+    }
+    server.stop_checked()
+
+
+@pytest.fixture(scope="session")
+def secure_serve_cluster(tmp_path_factory, tls_certs):
+    """Separate processes with TLS and auth, all configured by one TOML file.
+
+    Two `flight-worker --config` and `flight-coordinator serve --config`; the file holds
+    `[coordinator]`, `[worker]` and `[[users]]`. Yields a dict like `secure_cluster`'s, plus
+    `workers` (their grpc+tls:// URIs).
+    """
+    secret = "python-secure-serve-secret-0123456789"
+    d = tmp_path_factory.mktemp("secure-serve")
+    tls = (
+        f'tls_cert = "{tls_certs["cert"]}"\n'
+        f'tls_key = "{tls_certs["key"]}"\n'
+    )
+    config = d / "fsql.toml"
+    config.write_text(
+        "[coordinator]\n"
+        f'secret = "{secret}"\n'
+        + tls
+        + f'tls_ca = "{tls_certs["ca"]}"\n'
+        + "\n[worker]\n"
+        f'secret = "{secret}"\n'
+        + tls
+        + "\n[[users]]\n"
+        f'name = "{AUTH_USER}"\n'
+        f'password_hash = "{hash_password(AUTH_PASSWORD)}"\n'
+    )
+    servers: list[ServerProcess] = []
+    try:
+        for i in range(2):
+            argv = [
+                binary("FSQL_WORKER_BIN", "flight-worker"),
+                "--config", config,
+                "--listen", "127.0.0.1:0",
+                "--data-dir", tmp_path_factory.mktemp(f"secure-worker{i}-data"),
+            ]
+            servers.append(ServerProcess(f"flight-worker-secure-{i}", argv, d))
+        worker_uris = [s.uri for s in servers]
+        workers_arg = ",".join(u.removeprefix("grpc+tls://") for u in worker_uris)
+        argv = [
+            binary("FSQL_COORDINATOR_BIN", "flight-coordinator"),
+            "serve",
+            "--config", config,
+            "--listen", "127.0.0.1:0",
+            "--workers", workers_arg,
+        ]
+        coordinator = ServerProcess("flight-coordinator-serve-secure", argv, d)
+        servers.append(coordinator)
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    yield {
+        "uri": coordinator.uri,
+        "ca": tls_certs["ca"].read_bytes(),
+        "user": AUTH_USER,
+        "password": AUTH_PASSWORD,
+        "stdout": coordinator.stdout_lines,
+        "workers": worker_uris,
+    }
+    for s in reversed(servers):
+        s.stop_checked()
 
 
 @pytest.fixture
@@ -270,6 +400,8 @@ def _fixture_strings(item) -> set[str]:
             found.add(value)
         elif isinstance(value, (tuple, list)):
             stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
     return found
 
 

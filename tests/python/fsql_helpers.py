@@ -92,9 +92,11 @@ def command_statement_query(sql: str) -> bytes:
     )
 
 
-def flight_info(client: flight.FlightClient, sql: str) -> flight.FlightInfo:
+def flight_info(
+    client: flight.FlightClient, sql: str, options: flight.FlightCallOptions | None = None
+) -> flight.FlightInfo:
     descriptor = flight.FlightDescriptor.for_command(command_statement_query(sql))
-    return client.get_flight_info(descriptor)
+    return client.get_flight_info(descriptor, options)
 
 
 def endpoint_uris(endpoint: flight.FlightEndpoint) -> list[str]:

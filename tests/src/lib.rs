@@ -1,4 +1,8 @@
-//! Shared test support: a single-node DuckDB reference engine and a result comparator.
+//! Shared test support: a single-node DuckDB reference engine and a result comparator,
+//! sqllogictest value formatting ([`slt`]) and the random query generator ([`difftest`]).
+
+pub mod difftest;
+pub mod slt;
 
 /// A single-process, in-memory DuckDB used as the reference answer for cluster queries.
 ///

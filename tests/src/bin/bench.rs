@@ -137,6 +137,7 @@ async fn main() {
                     engine: EngineConfig::default(),
                     worker_threads: Some(threads_per_worker),
                     worker_memory_limit: None,
+                    security: Default::default(),
                 },
                 listener,
             )

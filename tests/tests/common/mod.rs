@@ -9,6 +9,7 @@ use arrow_flight::FlightInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use flight_coordinator::engine::EngineConfig;
 use flight_coordinator::local::{LocalCluster, LocalConfig};
+use flight_coordinator::server::Security;
 use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
@@ -23,6 +24,26 @@ impl TestCluster {
     }
 
     pub async fn start_with(workers: usize, direct: bool) -> Self {
+        Self::start_sharded(workers, direct, None).await
+    }
+
+    /// A cluster whose distributed tables get `default_shards` shards when
+    /// `CREATE TABLE` names none (default: one per worker).
+    pub async fn start_sharded(workers: usize, direct: bool, default_shards: Option<u32>) -> Self {
+        Self::start_full(workers, direct, default_shards, Security::default()).await
+    }
+
+    /// A cluster with users, TLS or a message size (see `auth_tls.rs`).
+    pub async fn start_secure(workers: usize, security: Security) -> Self {
+        Self::start_full(workers, true, None, security).await
+    }
+
+    pub async fn start_full(
+        workers: usize,
+        direct: bool,
+        default_shards: Option<u32>,
+        security: Security,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cluster = tokio::time::timeout(
@@ -33,10 +54,11 @@ impl TestCluster {
                     data_dir: dir.path().to_path_buf(),
                     engine: EngineConfig {
                         direct,
-                        default_shards: None,
+                        default_shards,
                     },
                     worker_threads: Some(1),
                     worker_memory_limit: Some("1GB".into()),
+                    security,
                 },
                 listener,
             ),
