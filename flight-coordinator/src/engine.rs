@@ -612,14 +612,11 @@ impl Engine {
                     .map(crate::types::normalize_ident)
                     .ok_or_else(|| Error::InvalidArgument(format!("bad table name {}", ct.name)))?;
                 let schema = crate::types::columns_schema(&ct.columns)?;
-                if self.catalog.table(&name).is_some() {
-                    if ct.if_not_exists {
-                        return Ok(0);
-                    }
-                    if !ct.or_replace {
-                        return Err(Error::AlreadyExists(format!("table {name} already exists")));
-                    }
-                    self.drop_table(&name, true).await?;
+                if !self
+                    .make_room(&name, ct.if_not_exists, ct.or_replace)
+                    .await?
+                {
+                    return Ok(0);
                 }
                 let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
                 self.new_table(&name, schema, distribution, opts.shards)
@@ -672,14 +669,8 @@ impl Engine {
         params: Option<&RecordBatch>,
     ) -> Result<i64> {
         let name = c.name.table().to_string();
-        if self.catalog.table(&name).is_some() {
-            if c.if_not_exists {
-                return Ok(0);
-            }
-            if !c.or_replace {
-                return Err(Error::AlreadyExists(format!("table {name} already exists")));
-            }
-            self.drop_table(&name, true).await?;
+        if !self.make_room(&name, c.if_not_exists, c.or_replace).await? {
+            return Ok(0);
         }
         let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
         let schema = Arc::new(c.input.schema().as_arrow().clone());
@@ -807,6 +798,23 @@ impl Engine {
         ))
         .await;
         results.into_iter().filter_map(|r| r.err()).collect()
+    }
+
+    /// Before `CREATE TABLE name`: whether to go on creating it. An
+    /// existing table is kept (`IF NOT EXISTS`: false), dropped (`OR
+    /// REPLACE`: true) or an error.
+    async fn make_room(&self, name: &str, if_not_exists: bool, or_replace: bool) -> Result<bool> {
+        if self.catalog.table(name).is_none() {
+            return Ok(true);
+        }
+        if if_not_exists {
+            return Ok(false);
+        }
+        if !or_replace {
+            return Err(Error::AlreadyExists(format!("table {name} already exists")));
+        }
+        self.drop_table(name, true).await?;
+        Ok(true)
     }
 
     pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {

@@ -100,49 +100,7 @@ pub struct DistributedPlanner<'a> {
 }
 
 fn remote_children(plan: &LogicalPlan, children: Vec<LogicalPlan>) -> Result<LogicalPlan> {
-    plan.with_new_exprs(named_expressions(plan), children)
-}
-
-/// The expressions of a projection or aggregate, aliased to the names the
-/// node outputs. A node rebuilt from its expressions (here, or when a
-/// worker decodes a fragment) recomputes its schema, and an expression may
-/// then name itself differently: a function called by an alias (`length`
-/// is `character_length`) decodes under its canonical name, while the
-/// nodes above refer to the planned name.
-fn named_expressions(plan: &LogicalPlan) -> Vec<Expr> {
-    let keep = |e: &Expr, schema: &DFSchema, i: usize| -> Expr {
-        if i >= schema.fields().len() {
-            return e.clone();
-        }
-        let (q, f) = schema.qualified_field(i);
-        if matches!(e, Expr::Alias(_) | Expr::Column(_)) {
-            e.clone()
-        } else {
-            e.clone().alias_qualified(q.cloned(), f.name())
-        }
-    };
-    match plan {
-        LogicalPlan::Projection(p) => p
-            .expr
-            .iter()
-            .enumerate()
-            .map(|(i, e)| keep(e, &p.schema, i))
-            .collect(),
-        LogicalPlan::Aggregate(a)
-            if !a
-                .group_expr
-                .iter()
-                .any(|g| matches!(g, Expr::GroupingSet(_))) =>
-        {
-            a.group_expr
-                .iter()
-                .chain(a.aggr_expr.iter())
-                .enumerate()
-                .map(|(i, e)| keep(e, &a.schema, i))
-                .collect()
-        }
-        _ => plan.expressions(),
-    }
+    plan.with_new_exprs(plan.expressions(), children)
 }
 
 /// Whether the fragment translates to DuckDB SQL.

@@ -324,6 +324,22 @@ impl Sessions {
     }
 }
 
+/// The `SetSessionOptions` action setting `options` (what a client sends).
+pub fn set_options_action(options: &[(&str, OptionValue)]) -> Action {
+    let request = SetSessionOptionsRequest {
+        session_options: options
+            .iter()
+            .map(|(name, value)| {
+                let value = SessionOptionValue {
+                    option_value: Some(value.clone()),
+                };
+                (name.to_string(), value)
+            })
+            .collect(),
+    };
+    Action::new(ACTION_SET, request.encode_to_vec())
+}
+
 fn expired() -> Status {
     Status::not_found(
         "the session does not exist: it was closed or expired after being idle; \
@@ -336,29 +352,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn set(options: &[(&str, OptionValue)]) -> Action {
-        let request = SetSessionOptionsRequest {
-            session_options: options
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        SessionOptionValue {
-                            option_value: Some(v.clone()),
-                        },
-                    )
-                })
-                .collect(),
-        };
-        Action::new(ACTION_SET, request.encode_to_vec())
-    }
-
     #[test]
     fn set_get_close() {
         let sessions = Sessions::default();
         let reply = sessions
             .action(
-                &set(&[
+                &set_options_action(&[
                     (OPTION_DISTRIBUTED, OptionValue::BoolValue(false)),
                     (OPTION_CATALOG, OptionValue::StringValue("nope".into())),
                     ("color", OptionValue::StringValue("red".into())),
@@ -396,7 +395,9 @@ mod tests {
     #[test]
     fn idle_sessions_expire() {
         let sessions = Sessions::new(Duration::from_millis(1));
-        let reply = sessions.action(&set(&[]), &MetadataMap::new()).unwrap();
+        let reply = sessions
+            .action(&set_options_action(&[]), &MetadataMap::new())
+            .unwrap();
         let mut md = MetadataMap::new();
         md.insert("cookie", reply.set_cookie.unwrap().parse().unwrap());
         std::thread::sleep(Duration::from_millis(5));

@@ -159,3 +159,30 @@ def test_incremental_execution_polls_to_completion(conn, tables):
             cur.adbc_read_partition(p)
             got.extend(cur.fetchall())
         assert sorted(got) == [(1, "north"), (2, "south"), (3, "north")]
+
+
+@pytest.mark.parametrize("mode", ["create", "append", "replace", "create_append"])
+def test_adbc_ingest_modes(conn, mode):
+    name = unique(f"ing_{mode}")
+    first = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", None]})
+    second = pa.table({"id": pa.array([10, 20], pa.int64()), "v": ["x", "y"]})
+    with conn.cursor() as cur:
+        if mode in ("append", "replace"):
+            cur.adbc_ingest(name, first, mode="create")
+        else:
+            cur.adbc_ingest(name, first, mode=mode)
+        if mode == "create":
+            # create on an existing table fails, the table keeps its rows
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.adbc_ingest(name, second, mode="create")
+            expected = [1, 2, 3]
+        else:
+            cur.adbc_ingest(name, second, mode=mode)
+            expected = [10, 20] if mode == "replace" else [1, 2, 3, 10, 20]
+    got = query(conn, f"SELECT id FROM {name} ORDER BY id").column("id").to_pylist()
+    assert got == expected
+    with conn.cursor() as cur:
+        if mode == "append":
+            # append to a missing table fails
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.adbc_ingest(unique("missing"), second, mode="append")

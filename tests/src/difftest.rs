@@ -537,7 +537,9 @@ impl Generator {
                 2 => (format!("({c} || '-')"), Ty::Str),
                 3 => (format!("substr({c}, 1, 2)"), Ty::Str),
                 4 => (format!("coalesce({c}, 'none')"), Ty::Str),
-                5 if ty.is_none() => (format!("length({c})"), Ty::Int),
+                // Not length(): aggregates over it fail today
+                // (tests/slt/known_failures/known_failures.slt).
+                5 if ty.is_none() => (format!("ascii({c})"), Ty::Int),
                 _ => (format!("concat({c}, 'z')"), Ty::Str),
             },
             Ty::Date => match self.rng.random_range(0..2) {
@@ -863,11 +865,12 @@ impl Generator {
     fn plain_items(&mut self, scope: &[Col], n: usize, windows: bool) -> Vec<Item> {
         let mut out = Vec::new();
         for _ in 0..n {
-            if windows && self.p(0.15) {
-                if let Some(w) = self.window(scope) {
-                    out.push(w);
-                    continue;
-                }
+            if windows
+                && self.p(0.15)
+                && let Some(w) = self.window(scope)
+            {
+                out.push(w);
+                continue;
             }
             if let Some(e) = self.expr(scope, None, 0) {
                 out.push(e);

@@ -18,30 +18,14 @@ use arrow_flight::{
     FlightInfo,
 };
 use common::{Client, TestCluster, channel, rows, to_status};
+use flight_worker::session::set_options_action;
 use fsql_proto::flight_session::{
-    CloseSessionResult, GetSessionOptionsResult, SessionOptionValue, SetSessionOptionsRequest,
-    SetSessionOptionsResult, session_option_value::OptionValue,
+    CloseSessionResult, GetSessionOptionsResult, SetSessionOptionsResult,
+    session_option_value::OptionValue,
 };
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
-
-fn set_options(options: &[(&str, OptionValue)]) -> Action {
-    let request = SetSessionOptionsRequest {
-        session_options: options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    SessionOptionValue {
-                        option_value: Some(v.clone()),
-                    },
-                )
-            })
-            .collect(),
-    };
-    Action::new("SetSessionOptions", request.encode_to_vec())
-}
 
 /// Runs an action with the given cookie; returns the result bodies and the
 /// `set-cookie` header.
@@ -96,7 +80,7 @@ async fn sessions_set_get_close_and_undistributed_queries() {
     // Unknown names and bad values are reported per option; good ones set.
     let (bodies, set_cookie) = action(
         &url,
-        set_options(&[
+        set_options_action(&[
             ("distributed", OptionValue::BoolValue(false)),
             ("catalog", OptionValue::StringValue("fsql".into())),
             ("schema", OptionValue::StringValue("nope".into())),
@@ -178,7 +162,7 @@ async fn sessions_set_get_close_and_undistributed_queries() {
     let worker = direct.endpoint[0].location[0].uri.clone();
     let (_, set_cookie) = action(
         &worker,
-        set_options(&[("catalog", OptionValue::StringValue("fsql".into()))]),
+        set_options_action(&[("catalog", OptionValue::StringValue("fsql".into()))]),
         None,
     )
     .await
@@ -440,24 +424,18 @@ async fn metadata_schemas_and_values_follow_the_spec() {
         assert_eq!(got, expected, "pattern {pattern}");
     }
     // Schema filters: the one schema matches `pub%`, nothing matches `x%`.
-    let info = cl
-        .sql
-        .get_db_schemas(CommandGetDbSchemas {
+    for (pattern, expected) in [("pub%", 1), ("x%", 0)] {
+        let request = CommandGetDbSchemas {
             catalog: None,
-            db_schema_filter_pattern: Some("pub%".into()),
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows(&cl.read_info(&info).await.unwrap()), 1);
-    let info = cl
-        .sql
-        .get_db_schemas(CommandGetDbSchemas {
-            catalog: None,
-            db_schema_filter_pattern: Some("x%".into()),
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows(&cl.read_info(&info).await.unwrap()), 0);
+            db_schema_filter_pattern: Some(pattern.into()),
+        };
+        let info = cl.sql.get_db_schemas(request).await.unwrap();
+        assert_eq!(
+            rows(&cl.read_info(&info).await.unwrap()),
+            expected,
+            "{pattern}"
+        );
+    }
 
     // include_schema: XDBC column metadata for JDBC's getColumns.
     let info = cl

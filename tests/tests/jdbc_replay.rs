@@ -32,9 +32,9 @@ use arrow_flight::sql::{
 use arrow_flight::{Action, FlightDescriptor, FlightInfo, HandshakeRequest};
 use base64::Engine;
 use common::TestCluster;
+use flight_worker::session::set_options_action;
 use fsql_proto::flight_session::{
-    CloseSessionResult, SessionOptionValue, SetSessionOptionsRequest, SetSessionOptionsResult,
-    session_option_value::OptionValue,
+    CloseSessionResult, SetSessionOptionsResult, session_option_value::OptionValue,
 };
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -110,20 +110,8 @@ impl Driver {
             self.tokens.insert(url.to_string(), token);
         }
         if let Some(catalog) = self.catalog.clone() {
-            let request = SetSessionOptionsRequest {
-                session_options: HashMap::from([(
-                    "catalog".to_string(),
-                    SessionOptionValue {
-                        option_value: Some(OptionValue::StringValue(catalog)),
-                    },
-                )]),
-            };
-            let bodies = self
-                .action(
-                    url,
-                    Action::new("SetSessionOptions", request.encode_to_vec()),
-                )
-                .await?;
+            let action = set_options_action(&[("catalog", OptionValue::StringValue(catalog))]);
+            let bodies = self.action(url, action).await?;
             let result = SetSessionOptionsResult::decode(bodies[0].as_ref()).unwrap();
             assert!(result.errors.is_empty(), "catalog refused: {result:?}");
             assert!(
@@ -662,21 +650,8 @@ async fn token_login_and_refusals() {
     let mut d2 = Driver::connect(&url, &certs.ca, Login::Token(API_TOKEN.into()), None)
         .await
         .unwrap();
-    let request = SetSessionOptionsRequest {
-        session_options: HashMap::from([(
-            "catalog".to_string(),
-            SessionOptionValue {
-                option_value: Some(OptionValue::StringValue("other".into())),
-            },
-        )]),
-    };
-    let bodies = d2
-        .action(
-            &url,
-            Action::new("SetSessionOptions", request.encode_to_vec()),
-        )
-        .await
-        .unwrap();
+    let action = set_options_action(&[("catalog", OptionValue::StringValue("other".into()))]);
+    let bodies = d2.action(&url, action).await.unwrap();
     assert_eq!(
         SetSessionOptionsResult::decode(bodies[0].as_ref())
             .unwrap()
