@@ -122,6 +122,7 @@ async fn main() {
     let duck = tests::reference::open().unwrap();
     difftest::setup(&mut conn, &duck, seed).await.unwrap();
     let start = std::time::Instant::now();
+    let mut reported = 0;
     let report = difftest::run(
         &mut conn,
         &duck,
@@ -129,6 +130,14 @@ async fn main() {
         cli.queries,
         cli.max_differences,
         |n, r| {
+            if r.differences.len() > reported {
+                reported = r.differences.len();
+                if let Some((sql, min, diff)) = r.differences.last() {
+                    eprintln!(
+                        "difference #{reported} at query {n}:\n{sql}\nminimized:\n{min}\n{diff}"
+                    );
+                }
+            }
             if n % 500 == 0 {
                 eprintln!(
                     "{n} queries, {} differ, {} refused by both ({:.0?})",
