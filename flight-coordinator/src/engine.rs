@@ -269,6 +269,7 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
+            .with_optimizer_rules(crate::optimizer::optimizer_rules())
             .with_query_planner(Arc::clone(&planner) as Arc<dyn QueryPlanner + Send + Sync>)
             .build();
         let ctx = SessionContext::new_with_state(state);

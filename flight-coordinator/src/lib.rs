@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod ingest_cmd;
 pub mod local;
 pub mod metadata;
+pub mod optimizer;
 pub mod planner;
 pub mod semantics;
 pub mod server;
