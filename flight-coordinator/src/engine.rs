@@ -251,6 +251,17 @@ fn parse_distribution(spec: Option<&str>, schema: &Schema) -> Result<Distributio
     )))
 }
 
+/// The cluster options of `CREATE TABLE ... WITH (...)`.
+fn create_options(options: CreateTableOptions) -> Result<TableOptions> {
+    match options {
+        CreateTableOptions::None => Ok(TableOptions::default()),
+        CreateTableOptions::With(o) => table_options(&o),
+        other => Err(Error::InvalidArgument(format!(
+            "unsupported table options {other}; use WITH (distribution = '...', shards = N)"
+        ))),
+    }
+}
+
 impl Engine {
     pub fn new(catalog: Arc<Catalog>, pool: Arc<WorkerPool>, config: EngineConfig) -> Result<Self> {
         let planner = Arc::new(FsqlQueryPlanner {
@@ -596,15 +607,7 @@ impl Engine {
         };
         match stmt {
             Statement::CreateTable(mut ct) if ct.query.is_none() => {
-                let opts = match std::mem::take(&mut ct.table_options) {
-                    CreateTableOptions::None => TableOptions::default(),
-                    CreateTableOptions::With(o) => table_options(&o)?,
-                    other => {
-                        return Err(Error::InvalidArgument(format!(
-                            "unsupported table options {other}; use WITH (distribution = '...', shards = N)"
-                        )));
-                    }
-                };
+                let opts = create_options(std::mem::take(&mut ct.table_options))?;
                 let name = ct
                     .name
                     .0
@@ -625,15 +628,7 @@ impl Engine {
                 Ok(0)
             }
             Statement::CreateTable(mut ct) => {
-                let opts = match std::mem::take(&mut ct.table_options) {
-                    CreateTableOptions::None => TableOptions::default(),
-                    CreateTableOptions::With(o) => table_options(&o)?,
-                    other => {
-                        return Err(Error::InvalidArgument(format!(
-                            "unsupported table options {other}; use WITH (distribution = '...', shards = N)"
-                        )));
-                    }
-                };
+                let opts = create_options(std::mem::take(&mut ct.table_options))?;
                 let plan = self.statement_plan(Statement::CreateTable(ct)).await?;
                 let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = plan else {
                     return Err(Error::Unsupported(format!(
