@@ -7,6 +7,7 @@
 //! DDL and DML to every shard. It knows nothing of Flight SQL; `service`
 //! maps its results to the protocol.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
@@ -21,7 +22,8 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CreateTableOptions, Expr as SqlExpr, SqlOption, Statement, Value,
+    CreateTableOptions, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    Query, SelectItem, SetExpr, SqlOption, Statement, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -123,6 +125,67 @@ fn parse_one(sql: &str) -> Result<Statement> {
             "expected one statement, got {n}; send statements one at a time"
         ))),
     }
+}
+
+/// Gives casts names of their own: an unnamed select item with a CAST is
+/// named by its SQL text (as DuckDB names it), and every CAST inside a
+/// function call's arguments is wrapped in a one-argument `coalesce` (the
+/// identity), so that aggregates over `x` and `CAST(x AS T)` differ.
+fn name_casts_in_calls(stmt: &mut Statement) {
+    struct Rewrite {
+        calls: usize,
+    }
+    impl VisitorMut for Rewrite {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(e) = item {
+                        let text = e.to_string();
+                        if text.contains("CAST(") || text.contains("::") {
+                            *item = SelectItem::ExprWithAlias {
+                                expr: e.clone(),
+                                alias: Ident::with_quote('"', text),
+                            };
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+            if matches!(expr, SqlExpr::Function(_)) {
+                self.calls += 1;
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+            match expr {
+                SqlExpr::Function(_) => self.calls -= 1,
+                SqlExpr::Cast { .. } if self.calls > 0 => {
+                    let cast = std::mem::replace(expr, SqlExpr::value(Value::Null));
+                    let mut call = Parser::new(&GenericDialect {})
+                        .try_with_sql("coalesce(NULL)")
+                        .and_then(|mut p| p.parse_expr());
+                    if let Ok(SqlExpr::Function(f)) = &mut call
+                        && let FunctionArguments::List(list) = &mut f.args
+                        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] =
+                            list.args.as_mut_slice()
+                    {
+                        *arg = cast;
+                        if let Ok(call) = call {
+                            *expr = call;
+                        }
+                    } else {
+                        *expr = cast;
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewrite { calls: 0 });
 }
 
 /// Whether a statement returns rows or an update count.
@@ -277,6 +340,16 @@ impl Engine {
             .options_mut()
             .sql_parser
             .map_string_types_to_utf8view = false;
+        // DataFusion 54 derives a CASE's nullability more precisely in the
+        // logical plan than in the physical one (`CASE WHEN a > 1 THEN a
+        // ELSE 41 END` is NOT NULL logically, nullable physically), and its
+        // aggregate check then rejects valid plans such as a DISTINCT over
+        // such a CASE beside a window. Results are unaffected by the
+        // difference; every column we return is nullable anyway.
+        session_config
+            .options_mut()
+            .execution
+            .skip_physical_aggregate_schema_check = true;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
@@ -318,10 +391,27 @@ impl Engine {
 
     /// Plans a parsed statement into a DataFusion logical plan.
     async fn statement_plan(&self, stmt: Statement) -> Result<LogicalPlan> {
-        self.state()
-            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
-            .await
-            .map_err(Error::from)
+        let state = self.state();
+        let plan =
+            |stmt: Statement| state.statement_to_plan(DFStatement::Statement(Box::new(stmt)));
+        match plan(stmt.clone()).await {
+            // DataFusion names `f(CAST(x AS T))` like `f(x)`, so `avg(x)`
+            // and `avg(CAST(x AS DOUBLE))` collide in one aggregate. Planned
+            // again with casts inside function calls renamed.
+            Err(e)
+                if [
+                    "duplicate unqualified field name",
+                    "require unique expression names",
+                ]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
+            {
+                let mut stmt = stmt;
+                name_casts_in_calls(&mut stmt);
+                plan(stmt).await.map_err(Error::from)
+            }
+            other => other.map_err(Error::from),
+        }
     }
 
     /// The parameter types of a statement, in `$n` order.

@@ -9,7 +9,7 @@
 //! the README). Output names are kept so the rest of the plan still binds.
 
 use arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{BinaryExpr, Cast, ExprSchemable, LogicalPlan, Operator};
@@ -71,23 +71,35 @@ fn rewrite_expr(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
 }
 
 /// Applies the rewrites to every node (and subquery) of `plan`.
+///
+/// Also removes aliases nested inside expressions, which DataFusion's SQL
+/// planner leaves behind for functions called by an alias name
+/// (`max(length(s))` plans as `max(character_length(s) AS length(s))`,
+/// which its type coercion then renames out from under the projection).
+/// Expressions that name an output column keep their name as a top alias.
 pub fn duckdb_semantics(plan: LogicalPlan) -> Result<LogicalPlan> {
     let out = plan.transform_up_with_subqueries(|node| {
         let input_schema = match node.inputs().as_slice() {
             [one] => one.schema().as_ref().clone(),
             _ => return Ok(Transformed::no(node)),
         };
-        if !matches!(
-            node,
-            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Filter(_)
-        ) {
-            return Ok(Transformed::no(node));
-        }
+        let named = match node {
+            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => true,
+            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) => false,
+            _ => return Ok(Transformed::no(node)),
+        };
         let t = node.map_expressions(|e| {
-            // Aliases at the top of a projection/aggregate keep their names;
-            // nested rewrites are aliased and then unaliased below.
+            let name = named.then(|| e.schema_name().to_string());
             let t = rewrite_expr(e, &input_schema)?;
-            t.map_data(strip_nested_aliases)
+            let nested = has_nested_alias(&t.data);
+            if !t.transformed && !nested {
+                return Ok(t);
+            }
+            let e = strip_nested_aliases(t.data)?;
+            Ok(Transformed::yes(match name {
+                Some(name) if e.schema_name().to_string() != name => e.unalias().alias(name),
+                _ => e,
+            }))
         })?;
         if t.transformed {
             Ok(Transformed::yes(t.data.recompute_schema()?))
@@ -96,6 +108,24 @@ pub fn duckdb_semantics(plan: LogicalPlan) -> Result<LogicalPlan> {
         }
     })?;
     Ok(out.data)
+}
+
+/// Whether an alias appears below the top of `e`.
+fn has_nested_alias(e: &Expr) -> bool {
+    let top = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    let mut found = false;
+    let _ = top.apply(|e| {
+        found = matches!(e, Expr::Alias(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Keeps only an outermost alias: inner aliases added by the rewrite are

@@ -502,7 +502,7 @@ impl Generator {
         let c = &base.sql;
         let u = base.uses.clone();
         let (sql, ty) = match col.ty {
-            Ty::Int => match self.rng.random_range(0..8) {
+            Ty::Int => match self.rng.random_range(0..9) {
                 0 => (format!("({c} + {})", self.literal(Ty::Int)), Ty::Int),
                 1 => (format!("({c} * {})", self.rng.random_range(-3..4)), Ty::Int),
                 2 => (format!("abs({c})"), Ty::Int),
@@ -518,6 +518,7 @@ impl Generator {
                     });
                 }
                 6 if ty.is_none() => (format!("({c} * 0.5)"), Ty::Float),
+                7 if ty.is_none() => (format!("CAST({c} AS DOUBLE)"), Ty::Float),
                 _ => (format!("(- {c})"), Ty::Int),
             },
             Ty::Float => match self.rng.random_range(0..4) {
@@ -531,15 +532,14 @@ impl Generator {
                 1 => (format!("({c} * 3)"), Ty::Dec),
                 _ => (format!("(- {c})"), Ty::Dec),
             },
-            Ty::Str => match self.rng.random_range(0..7) {
+            Ty::Str => match self.rng.random_range(0..8) {
                 0 => (format!("upper({c})"), Ty::Str),
                 1 => (format!("lower({c})"), Ty::Str),
                 2 => (format!("({c} || '-')"), Ty::Str),
                 3 => (format!("substr({c}, 1, 2)"), Ty::Str),
                 4 => (format!("coalesce({c}, 'none')"), Ty::Str),
-                // Not length(): aggregates over it fail today
-                // (tests/slt/known_failures/known_failures.slt).
                 5 if ty.is_none() => (format!("ascii({c})"), Ty::Int),
+                6 if ty.is_none() => (format!("length({c})"), Ty::Int),
                 _ => (format!("concat({c}, 'z')"), Ty::Str),
             },
             Ty::Date => match self.rng.random_range(0..2) {
