@@ -127,14 +127,14 @@ fn parse_one(sql: &str) -> Result<Statement> {
     }
 }
 
-/// Gives casts names of their own: an unnamed select item with a CAST is
-/// named by its SQL text (as DuckDB names it), and every CAST inside a
-/// function call's arguments is wrapped in a one-argument `coalesce` (the
-/// identity), so that aggregates over `x` and `CAST(x AS T)` differ.
-fn name_casts_in_calls(stmt: &mut Statement) {
-    struct Rewrite {
-        calls: usize,
-    }
+/// Gives casts names of their own. DataFusion names `CAST(x AS T)` like
+/// `x`, so `avg(x), avg(CAST(x AS DOUBLE))` collide in one aggregate and
+/// `GROUP BY CAST(x AS T), x` binds the select list to the wrong column.
+/// Every CAST is wrapped in a one-argument `coalesce` (the identity, which
+/// the optimizer removes again), and an unnamed select item with a CAST is
+/// named by its SQL text, as DuckDB names it.
+fn name_casts(stmt: &mut Statement) {
+    struct Rewrite;
     impl VisitorMut for Rewrite {
         type Break = ();
         fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
@@ -153,39 +153,28 @@ fn name_casts_in_calls(stmt: &mut Statement) {
             }
             ControlFlow::Continue(())
         }
-        fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
-            if matches!(expr, SqlExpr::Function(_)) {
-                self.calls += 1;
-            }
-            ControlFlow::Continue(())
-        }
         fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
-            match expr {
-                SqlExpr::Function(_) => self.calls -= 1,
-                SqlExpr::Cast { .. } if self.calls > 0 => {
-                    let cast = std::mem::replace(expr, SqlExpr::value(Value::Null));
-                    let mut call = Parser::new(&GenericDialect {})
-                        .try_with_sql("coalesce(NULL)")
-                        .and_then(|mut p| p.parse_expr());
-                    if let Ok(SqlExpr::Function(f)) = &mut call
-                        && let FunctionArguments::List(list) = &mut f.args
-                        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] =
-                            list.args.as_mut_slice()
-                    {
-                        *arg = cast;
-                        if let Ok(call) = call {
-                            *expr = call;
-                        }
-                    } else {
-                        *expr = cast;
+            if matches!(expr, SqlExpr::Cast { .. }) {
+                let cast = std::mem::replace(expr, SqlExpr::value(Value::Null));
+                let mut call = Parser::new(&GenericDialect {})
+                    .try_with_sql("coalesce(NULL)")
+                    .and_then(|mut p| p.parse_expr());
+                *expr = cast;
+                if let Ok(SqlExpr::Function(f)) = &mut call
+                    && let FunctionArguments::List(list) = &mut f.args
+                    && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] =
+                        list.args.as_mut_slice()
+                {
+                    std::mem::swap(arg, expr);
+                    if let Ok(call) = call {
+                        *expr = call;
                     }
                 }
-                _ => {}
             }
             ControlFlow::Continue(())
         }
     }
-    let _ = stmt.visit(&mut Rewrite { calls: 0 });
+    let _ = stmt.visit(&mut Rewrite);
 }
 
 /// Whether a statement returns rows or an update count.
@@ -354,6 +343,7 @@ impl Engine {
             .with_config(session_config)
             .with_default_features()
             .with_optimizer_rules(crate::optimizer::optimizer_rules())
+            .with_physical_optimizer_rules(crate::optimizer::physical_optimizer_rules())
             .with_query_planner(Arc::clone(&planner) as Arc<dyn QueryPlanner + Send + Sync>)
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -391,27 +381,12 @@ impl Engine {
 
     /// Plans a parsed statement into a DataFusion logical plan.
     async fn statement_plan(&self, stmt: Statement) -> Result<LogicalPlan> {
-        let state = self.state();
-        let plan =
-            |stmt: Statement| state.statement_to_plan(DFStatement::Statement(Box::new(stmt)));
-        match plan(stmt.clone()).await {
-            // DataFusion names `f(CAST(x AS T))` like `f(x)`, so `avg(x)`
-            // and `avg(CAST(x AS DOUBLE))` collide in one aggregate. Planned
-            // again with casts inside function calls renamed.
-            Err(e)
-                if [
-                    "duplicate unqualified field name",
-                    "require unique expression names",
-                ]
-                .iter()
-                .any(|m| e.to_string().contains(m)) =>
-            {
-                let mut stmt = stmt;
-                name_casts_in_calls(&mut stmt);
-                plan(stmt).await.map_err(Error::from)
-            }
-            other => other.map_err(Error::from),
-        }
+        let mut stmt = stmt;
+        name_casts(&mut stmt);
+        self.state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(Error::from)
     }
 
     /// The parameter types of a statement, in `$n` order.

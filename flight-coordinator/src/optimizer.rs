@@ -1,5 +1,6 @@
-//! The coordinator's logical optimizer rules: DataFusion's defaults, with
-//! `eliminate_duplicated_expr` replaced by [`EliminateExactDuplicates`].
+//! The coordinator's optimizer rules: DataFusion's defaults, with
+//! `eliminate_duplicated_expr` replaced by [`EliminateExactDuplicates`] and
+//! the physical `FilterPushdown` rules left out ([`physical_optimizer_rules`]).
 //!
 //! DataFusion 54's `eliminate_duplicated_expr` also drops sort keys that
 //! the input's functional dependencies say are determined by earlier keys.
@@ -20,6 +21,8 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Sort, SortExpr};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{Optimizer, OptimizerConfig, OptimizerRule};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 /// DataFusion's default logical optimizer rules, in order, with
 /// `eliminate_duplicated_expr` replaced by [`EliminateExactDuplicates`].
@@ -34,6 +37,24 @@ pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
                 rule
             }
         })
+        .collect()
+}
+
+/// DataFusion's default physical optimizer rules without the two
+/// `FilterPushdown` phases.
+///
+/// In DataFusion 54 the physical filter pushdown maps a filter's columns
+/// through a projection by name. Over `Projection: t0.dt, t1.k, t1.dt` on a
+/// right join, `t1.k <= 45 OR t0.dt <= DATE '2020-07-30'` was pushed into
+/// the join's preserved side with `t0.dt` read as `t1.dt`, keeping rows the
+/// filter rejects. The logical optimizer has already pushed every filter
+/// that can move; the physical rule only added dynamic filters (TopK, join
+/// build sides), an optimization we give up for exact answers.
+pub fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    PhysicalOptimizer::new()
+        .rules
+        .into_iter()
+        .filter(|rule| !rule.name().starts_with("FilterPushdown"))
         .collect()
 }
 

@@ -33,6 +33,10 @@ struct Cli {
     /// Print each query before running it.
     #[arg(long)]
     verbose: bool,
+    /// Check these queries (repeatable) on the seed's data instead of random
+    /// ones, printing each outcome; `EXPLAIN ...` prints the cluster's plan.
+    #[arg(long)]
+    sql: Vec<String>,
 }
 
 async fn connect(url: &str) -> Result<Channel, String> {
@@ -121,6 +125,32 @@ async fn main() {
     };
     let duck = tests::reference::open().unwrap();
     difftest::setup(&mut conn, &duck, seed).await.unwrap();
+    if !cli.sql.is_empty() {
+        let mut failed = false;
+        for sql in &cli.sql {
+            println!("{sql}");
+            if sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN") {
+                match conn.query(sql).await {
+                    Ok(b) => println!(
+                        "{}",
+                        arrow::util::pretty::pretty_format_batches(&b).unwrap()
+                    ),
+                    Err(e) => println!("cluster error: {e}"),
+                }
+                continue;
+            }
+            match difftest::check(&mut conn, &duck, sql, false).await {
+                difftest::Outcome::Agree => println!("-> agree"),
+                difftest::Outcome::BothFailed(e) => println!("-> both failed:\n{e}"),
+                difftest::Outcome::Differ(d) => {
+                    failed = true;
+                    println!("-> differ:\n{d}")
+                }
+            }
+        }
+        cluster.shutdown().await;
+        std::process::exit(i32::from(failed));
+    }
     let start = std::time::Instant::now();
     let mut reported = 0;
     let report = difftest::run(
