@@ -46,6 +46,9 @@ pub struct TableMeta {
     pub schema: SchemaRef,
     pub distribution: Distribution,
     pub shard_count: u32,
+    /// Copies of each shard, on distinct workers (1 for reference tables,
+    /// which are copied to every worker anyway).
+    pub replicas: u32,
     /// Worker ids holding each shard (index = shard). Reference tables have
     /// one entry listing every worker.
     pub placement: Vec<Vec<String>>,
@@ -76,7 +79,7 @@ impl TableMeta {
             distribution: distribution as i32,
             distribution_column: column,
             shard_count: self.shard_count,
-            replicas: 1,
+            replicas: self.replicas,
             placement: self
                 .placement
                 .iter()
@@ -115,6 +118,7 @@ impl TableMeta {
             schema,
             distribution,
             shard_count: r.shard_count,
+            replicas: r.replicas.max(1),
             placement,
         })
     }

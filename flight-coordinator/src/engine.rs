@@ -9,6 +9,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -49,6 +50,8 @@ pub struct EngineConfig {
     /// Shards of a distributed table when `CREATE TABLE` gives none
     /// (default: one per worker).
     pub default_shards: Option<u32>,
+    /// Copies of each shard when `CREATE TABLE` gives no `replicas`.
+    pub default_replicas: u32,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +59,7 @@ impl Default for EngineConfig {
         Self {
             direct: true,
             default_shards: None,
+            default_replicas: 1,
         }
     }
 }
@@ -234,6 +238,7 @@ fn option_value(e: &SqlExpr) -> Option<String> {
 struct TableOptions {
     distribution: Option<String>,
     shards: Option<u32>,
+    replicas: Option<u32>,
 }
 
 fn table_options(opts: &[SqlOption]) -> Result<TableOptions> {
@@ -260,9 +265,20 @@ fn table_options(opts: &[SqlOption]) -> Result<TableOptions> {
                 }
                 out.shards = Some(n);
             }
+            "replicas" => {
+                let n: u32 = v.parse().map_err(|_| {
+                    Error::InvalidArgument(format!("replicas must be a positive integer, got {v}"))
+                })?;
+                if n == 0 {
+                    return Err(Error::InvalidArgument(
+                        "replicas must be at least 1".to_string(),
+                    ));
+                }
+                out.replicas = Some(n);
+            }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown table option {other}; valid options: distribution, shards"
+                    "unknown table option {other}; valid options: distribution, shards, replicas"
                 )));
             }
         }
@@ -688,7 +704,7 @@ impl Engine {
                     return Ok(0);
                 }
                 let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
-                self.new_table(&name, schema, distribution, opts.shards)
+                self.new_table(&name, schema, distribution, opts.shards, opts.replicas)
                     .await?;
                 Ok(0)
             }
@@ -737,7 +753,7 @@ impl Engine {
         let schema = Arc::new(c.input.schema().as_arrow().clone());
         let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
         let meta = self
-            .new_table(&name, schema, distribution, opts.shards)
+            .new_table(&name, schema, distribution, opts.shards, opts.replicas)
             .await?;
         if !is_ctas {
             return Ok(0);
@@ -764,16 +780,32 @@ impl Engine {
     }
 
     /// Places a new table, creates its shards on the workers, and records it.
+    ///
+    /// Shard `s` goes to workers `s, s+1, ..., s+R-1` (modulo the live
+    /// workers, sorted by id), so the R replicas of a shard are on distinct
+    /// workers and shards spread evenly.
     pub async fn new_table(
         &self,
         name: &str,
         schema: SchemaRef,
         distribution: Distribution,
         shards: Option<u32>,
+        replicas: Option<u32>,
     ) -> Result<Arc<TableMeta>> {
         let workers = self.catalog.workers();
         if workers.is_empty() {
             return Err(Error::Unavailable("the cluster has no live workers".into()));
+        }
+        let replicas = if distribution == Distribution::Reference {
+            1
+        } else {
+            replicas.unwrap_or(self.config.default_replicas).max(1)
+        };
+        if replicas as usize > workers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "replicas = {replicas} needs at least {replicas} live workers; the cluster has {}",
+                workers.len()
+            )));
         }
         let (shard_count, placement) = if distribution == Distribution::Reference {
             (1, vec![workers.iter().map(|w| w.id.clone()).collect()])
@@ -783,7 +815,11 @@ impl Engine {
                 .unwrap_or(workers.len() as u32)
                 .max(1);
             let placement = (0..n as usize)
-                .map(|s| vec![workers[s % workers.len()].id.clone()])
+                .map(|s| {
+                    (0..replicas as usize)
+                        .map(|r| workers[(s + r) % workers.len()].id.clone())
+                        .collect()
+                })
                 .collect();
             (n, placement)
         };
@@ -792,10 +828,11 @@ impl Engine {
             schema,
             distribution,
             shard_count,
+            replicas,
             placement,
         };
         let schema_bytes = fsql_proto::ipc::schema_to_bytes(&meta.schema)?;
-        let created = futures::future::join_all(self.shard_replicas(&meta).into_iter().map(
+        let created = futures::future::join_all(self.write_targets(&meta)?.into_iter().map(
             |(target, url)| {
                 let schema = schema_bytes.clone();
                 async move {
@@ -824,6 +861,26 @@ impl Engine {
         Ok(meta)
     }
 
+    /// Every replica of every shard with its worker's URL; an error naming
+    /// the shard and worker when a replica's worker is not live (writes
+    /// must reach every copy).
+    fn write_targets(&self, meta: &TableMeta) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
+        let targets = self.shard_replicas(meta);
+        for (shard, workers) in meta.placement.iter().enumerate() {
+            for w in workers {
+                if self.catalog.worker_url(w).is_none() {
+                    return Err(Error::Unavailable(format!(
+                        "shard {shard} of table {}: worker {w} holding a replica is not live; \
+                         writes need every replica (retry when it is back)",
+                        meta.name
+                    )));
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The replicas of every shard on live workers.
     fn shard_replicas(&self, meta: &TableMeta) -> Vec<(fsql_proto::ShardTarget, String)> {
         let mut out = Vec::new();
         for (shard, workers) in meta.placement.iter().enumerate() {
@@ -926,8 +983,38 @@ impl Engine {
         meta: &TableMeta,
         stream: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
     ) -> Result<u64> {
+        if meta.replicas > 1 {
+            self.check_replicas_reachable(meta).await?;
+        }
         let catalog = Arc::clone(&self.catalog);
         crate::ingest::write_table(&self.pool, move |id| catalog.worker_url(id), meta, stream).await
+    }
+
+    /// Before writing a replicated table: every replica's worker answers,
+    /// so that a write does not land on some copies of a shard only
+    /// because a worker is known to be gone.
+    async fn check_replicas_reachable(&self, meta: &TableMeta) -> Result<()> {
+        let targets = self.write_targets(meta)?;
+        let urls: std::collections::BTreeSet<String> =
+            targets.into_iter().map(|(_, url)| url).collect();
+        let checks = futures::future::join_all(urls.iter().map(|url| async move {
+            match tokio::time::timeout(Duration::from_secs(5), self.pool.health(url)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("{url}: {e}")),
+                Err(_) => Some(format!("{url}: no answer within 5 s")),
+            }
+        }))
+        .await;
+        let failed: Vec<String> = checks.into_iter().flatten().collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "cannot write table {}: a worker holding a replica does not answer ({}); \
+             nothing was written, retry when it is back",
+            meta.name,
+            failed.join("; ")
+        )))
     }
 }
 

@@ -27,7 +27,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::Expr;
 use fsql_proto::ShardTicket;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::unavailable_df;
 use crate::workers::{TICKET_TTL, WorkerPool};
@@ -210,38 +210,147 @@ impl ExecutionPlan for ShardGatherExec {
             &self.fragment,
             &self.expected_schema,
         );
-        let label = self.label.clone();
-        let stream = futures::stream::once(async move {
-            let Some(url) = route.urls.first().cloned() else {
-                return Err(unavailable_df(format!(
-                    "shard {} of {label} has no live replica",
-                    route.shard
-                )));
-            };
-            let s = pool.get(&url, ticket).await.map_err(|e| match e {
-                crate::error::Error::Unavailable(m) => {
-                    unavailable_df(format!("shard {} of {label}: {m}", route.shard))
-                }
-                other => datafusion::error::DataFusionError::External(Box::new(
-                    tonic::Status::from(other),
-                )),
-            })?;
-            Ok(s.map_err(move |e| match e {
-                arrow_flight::error::FlightError::Tonic(s) => {
-                    datafusion::error::DataFusionError::External(Box::new(tonic::Status::new(
-                        s.code(),
-                        format!("worker {url}: {}", s.message()),
-                    )))
-                }
-                other => datafusion::error::DataFusionError::External(Box::new(other)),
-            }))
-        })
-        .try_flatten();
+        let stream = replica_stream(pool, ticket, route, self.label.clone());
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             stream.boxed(),
         )))
     }
+}
+
+/// Whether a worker error means the worker (not the query) failed, so that
+/// another replica may answer: it could not be reached, or the connection
+/// broke.
+fn worker_failed(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
+    )
+}
+
+/// Reads one shard from the first replica that answers. A replica that
+/// fails before it sent any batch is replaced by the next one; after a
+/// batch was passed on, the shard cannot be restarted without repeating
+/// rows, and the query fails with UNAVAILABLE naming shard and worker.
+fn replica_stream(
+    pool: Arc<WorkerPool>,
+    ticket: Bytes,
+    route: ShardRoute,
+    label: String,
+) -> futures::stream::BoxStream<'static, Result<arrow::array::RecordBatch>> {
+    struct State {
+        pool: Arc<WorkerPool>,
+        ticket: Bytes,
+        route: ShardRoute,
+        label: String,
+        next: usize,
+        current: Option<(String, arrow_flight::decode::FlightRecordBatchStream)>,
+        sent: bool,
+        failures: Vec<String>,
+        done: bool,
+    }
+    impl State {
+        fn give_up(&mut self) -> datafusion::error::DataFusionError {
+            self.done = true;
+            unavailable_df(format!(
+                "shard {} of {} has no live replica that answered ({})",
+                self.route.shard,
+                self.label,
+                if self.failures.is_empty() {
+                    "no replica is live".to_string()
+                } else {
+                    self.failures.join("; ")
+                }
+            ))
+        }
+    }
+    let state = State {
+        pool,
+        ticket,
+        route,
+        label,
+        next: 0,
+        current: None,
+        sent: false,
+        failures: Vec::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            let Some((url, stream)) = st.current.as_mut() else {
+                let Some(url) = st.route.urls.get(st.next).cloned() else {
+                    let e = st.give_up();
+                    return Some((Err(e), st));
+                };
+                st.next += 1;
+                match st.pool.get(&url, st.ticket.clone()).await {
+                    Ok(s) => st.current = Some((url, s)),
+                    Err(crate::error::Error::Unavailable(m)) => st.failures.push(m),
+                    Err(crate::error::Error::Worker { context, source })
+                        if worker_failed(&source) =>
+                    {
+                        st.failures.push(format!("{context}: {}", source.message()));
+                    }
+                    Err(other) => {
+                        st.done = true;
+                        let e = datafusion::error::DataFusionError::External(Box::new(
+                            tonic::Status::from(other),
+                        ));
+                        return Some((Err(e), st));
+                    }
+                }
+                continue;
+            };
+            match stream.next().await {
+                Some(Ok(batch)) => {
+                    st.sent = true;
+                    return Some((Ok(batch), st));
+                }
+                None => return None,
+                Some(Err(e)) => {
+                    let status = match e {
+                        arrow_flight::error::FlightError::Tonic(s) => *s,
+                        other => tonic::Status::internal(other.to_string()),
+                    };
+                    let url = url.clone();
+                    if worker_failed(&status) && !st.sent {
+                        tracing::warn!(
+                            shard = st.route.shard,
+                            table = %st.label,
+                            worker = %url,
+                            "replica failed before sending rows, trying the next: {}",
+                            status.message()
+                        );
+                        st.failures
+                            .push(format!("worker {url}: {}", status.message()));
+                        st.current = None;
+                        continue;
+                    }
+                    st.done = true;
+                    let e = if worker_failed(&status) {
+                        unavailable_df(format!(
+                            "worker {url} failed while streaming shard {} of {} after part of \
+                             it was read; the query cannot go on without repeating rows, \
+                             retry it: {}",
+                            st.route.shard,
+                            st.label,
+                            status.message()
+                        ))
+                    } else {
+                        datafusion::error::DataFusionError::External(Box::new(tonic::Status::new(
+                            status.code(),
+                            format!("worker {url}: {}", status.message()),
+                        )))
+                    };
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 struct FragmentPlanner {

@@ -94,7 +94,13 @@ pub async fn ingest(
                 engine.drop_table(&name, true).await?;
                 created = true;
                 engine
-                    .new_table(&name, storage_schema(&schema), dist, Some(shards))
+                    .new_table(
+                        &name,
+                        storage_schema(&schema),
+                        dist,
+                        Some(shards),
+                        Some(meta.replicas),
+                    )
                     .await?
             }
             TableExistsOption::Fail | TableExistsOption::Unspecified => {
@@ -111,6 +117,7 @@ pub async fn ingest(
                         &name,
                         storage_schema(&schema),
                         Distribution::RoundRobin,
+                        None,
                         None,
                     )
                     .await?

@@ -345,7 +345,7 @@ async fn main() -> Result<(), BoxError> {
                         .unwrap_or_else(|| PathBuf::from("./data/local")),
                     engine: EngineConfig {
                         direct: !(no_direct || f.no_direct.unwrap_or(false)),
-                        default_shards: None,
+                        ..EngineConfig::default()
                     },
                     worker_threads: worker_threads.or(f.worker_threads),
                     worker_memory_limit: worker_memory_limit.or(f.worker_memory_limit),
@@ -426,7 +426,7 @@ async fn main() -> Result<(), BoxError> {
                     data_dir: data_dir.or(f.data_dir),
                     engine: EngineConfig {
                         direct: !(no_direct || f.no_direct.unwrap_or(false)),
-                        default_shards: None,
+                        ..EngineConfig::default()
                     },
                     security,
                 },

@@ -55,6 +55,7 @@ impl TestCluster {
                     engine: EngineConfig {
                         direct,
                         default_shards,
+                        ..EngineConfig::default()
                     },
                     worker_threads: Some(1),
                     worker_memory_limit: Some("1GB".into()),
