@@ -20,6 +20,7 @@ pub mod planner;
 pub mod semantics;
 pub mod server;
 pub mod service;
+pub mod shell;
 pub mod table;
 pub mod tpch;
 pub mod types;

@@ -122,6 +122,25 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// A SQL shell for any Flight SQL server: one statement with -c, a
+    /// script on stdin, or an interactive prompt.
+    Sql {
+        /// The server, grpc://HOST:PORT or grpc+tls://HOST:PORT.
+        #[arg(long, env = "FSQL_URI", default_value = "grpc://127.0.0.1:32010")]
+        uri: String,
+        /// Run this statement (or ;-separated statements) and exit.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// Log in with this user (Basic auth handshake).
+        #[arg(long, short = 'u', env = "FSQL_USER")]
+        user: Option<String>,
+        /// The user's password.
+        #[arg(long, env = "FSQL_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// PEM CA bundle trusted for grpc+tls:// (default: system roots).
+        #[arg(long, env = "FSQL_TLS_CA", value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
+    },
     /// Read a password from stdin and print its argon2 hash (the
     /// `password_hash` of a user in the config file).
     HashPassword,
@@ -448,6 +467,29 @@ async fn main() -> Result<(), BoxError> {
             println!("flight-coordinator listening on {}", coordinator.url());
             shutdown_signal().await;
             coordinator.shutdown().await;
+        }
+        Command::Sql {
+            uri,
+            command,
+            user,
+            password,
+            tls_ca,
+        } => {
+            let tls_ca = match tls_ca {
+                Some(p) => {
+                    Some(std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?)
+                }
+                None => None,
+            };
+            let connect = flight_coordinator::shell::Connect {
+                uri,
+                user,
+                password,
+                tls_ca,
+            };
+            flight_coordinator::shell::main(connect, command)
+                .await
+                .map_err(|e| -> BoxError { e.to_string().into() })?;
         }
         Command::HashPassword => {
             let mut input = String::new();
