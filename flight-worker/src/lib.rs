@@ -23,7 +23,8 @@
 //! to DuckDB, all blocking), [`service`] (the Flight service: async, moves
 //! DuckDB work to the blocking pool through bounded channels) and the
 //! [`start`]/[`run`] seam used by the binary, by the coordinator's embedded
-//! `local` mode and by tests. The worker does not plan queries, route rows
+//! `local` mode and by tests. [`registry`] is the membership and catalog
+//! store (embedded, static, etcd) shared with the coordinator. The worker does not plan queries, route rows
 //! or know about other workers.
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod fragment;
+pub mod registry;
 mod server;
 pub mod service;
 pub mod session;

@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod ipc;
+pub mod registry;
 pub mod sign;
 
 #[allow(clippy::all)]
