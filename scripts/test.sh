@@ -145,7 +145,8 @@ fi
 export FSQL_ETCD_BIN
 # The registry tests fail (instead of skipping) without etcd.
 export FSQL_REQUIRE_ETCD=1
-echo "etcd: $FSQL_ETCD_BIN ($("$FSQL_ETCD_BIN" --version 2>/dev/null | head -n1))"
+# sed reads the whole output (head would close the pipe early: SIGPIPE under pipefail).
+echo "etcd: $FSQL_ETCD_BIN ($("$FSQL_ETCD_BIN" --version 2>/dev/null | sed -n 1p || true))"
 step_done
 
 # --- 2. Formatting ---------------------------------------------------------------------
