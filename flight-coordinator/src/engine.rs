@@ -865,55 +865,56 @@ impl Engine {
     /// the shard and worker when a replica's worker is not live (writes
     /// must reach every copy).
     fn write_targets(&self, meta: &TableMeta) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
-        let targets = self.shard_replicas(meta);
-        for (shard, workers) in meta.placement.iter().enumerate() {
-            for w in workers {
-                if self.catalog.worker_url(w).is_none() {
-                    return Err(Error::Unavailable(format!(
-                        "shard {shard} of table {}: worker {w} holding a replica is not live; \
-                         writes need every replica (retry when it is back)",
-                        meta.name
-                    )));
-                }
-            }
-        }
-        Ok(targets)
+        self.replica_targets(meta, true)
     }
 
-    /// The replicas of every shard on live workers.
-    fn shard_replicas(&self, meta: &TableMeta) -> Vec<(fsql_proto::ShardTarget, String)> {
+    /// The replicas of every shard with their workers' URLs. A replica on a
+    /// worker that is not live is an error when `every` is set, else left out.
+    fn replica_targets(
+        &self,
+        meta: &TableMeta,
+        every: bool,
+    ) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
         let mut out = Vec::new();
         for (shard, workers) in meta.placement.iter().enumerate() {
             for w in workers {
-                if let Some(url) = self.catalog.worker_url(w) {
-                    out.push((
-                        fsql_proto::ShardTarget {
-                            table: meta.name.clone(),
-                            shard: shard as u32,
-                            reference: meta.is_reference(),
-                        },
-                        url,
-                    ));
-                }
+                let Some(url) = self.catalog.worker_url(w) else {
+                    if every {
+                        return Err(Error::Unavailable(format!(
+                            "shard {shard} of table {}: worker {w} holding a replica is not \
+                             live; writes need every replica (retry when it is back)",
+                            meta.name
+                        )));
+                    }
+                    continue;
+                };
+                out.push((
+                    fsql_proto::ShardTarget {
+                        table: meta.name.clone(),
+                        shard: shard as u32,
+                        reference: meta.is_reference(),
+                    },
+                    url,
+                ));
             }
         }
-        out
+        Ok(out)
     }
 
     async fn drop_shards(&self, meta: &TableMeta) -> Vec<Error> {
-        let results = futures::future::join_all(self.shard_replicas(meta).into_iter().map(
-            |(target, url)| async move {
-                self.pool
-                    .action(
-                        &url,
-                        "drop_shard",
-                        fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
-                            target: Some(target),
-                        }),
-                    )
-                    .await
-            },
-        ))
+        // Replicas on workers that are gone are left behind.
+        let live = self.replica_targets(meta, false).unwrap_or_default();
+        let results = futures::future::join_all(live.into_iter().map(|(target, url)| async move {
+            self.pool
+                .action(
+                    &url,
+                    "drop_shard",
+                    fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
+                        target: Some(target),
+                    }),
+                )
+                .await
+        }))
         .await;
         results.into_iter().filter_map(|r| r.err()).collect()
     }
