@@ -1,22 +1,30 @@
 //! The cluster catalog: tables, their distribution and shard placement, and
-//! the set of workers.
+//! the live workers, as the coordinator sees them in the registry.
 //!
-//! This module owns the in-memory view and its persistence (a file of
-//! `TableRecord`s in the coordinator's data directory when one is given).
-//! It does not talk to workers; DDL in `engine` does that and then updates
-//! the catalog once every shard agrees.
+//! The registry (`flight_worker::registry`: embedded, static or etcd) is the
+//! source of truth. [`Catalog`] follows its two watches: the catalog (every
+//! `TableRecord`, placement included; another coordinator's changes arrive
+//! the same way) and the live workers (records under leases). While the
+//! registry is unreachable both views keep their last known state, so
+//! queries go on; catalog changes fail with UNAVAILABLE. The catalog does
+//! not talk to workers; DDL in `engine` does that and then records the
+//! table once every shard agrees.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow::datatypes::SchemaRef;
-use bytes::Bytes;
-use fsql_proto::{ShardPlacement, TableRecord, table_record};
-use parking_lot::RwLock;
-use prost::Message;
+use flight_worker::registry::{CasOutcome, Registry, RegistryError};
+use fsql_proto::{ShardPlacement, TableRecord, WorkerRecord, table_record};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+
+/// How long a catalog change may take to come back through the registry's
+/// watch before the coordinator goes on without it.
+const WATCH_WAIT: Duration = Duration::from_secs(5);
 
 /// How a table's rows are spread over shards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,96 +140,319 @@ pub struct WorkerInfo {
     pub url: String,
 }
 
-/// Tables and workers.
+/// Whether a known worker is in the live set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Live,
+    /// Was live, left the set (lease expired or withdrawn).
+    Gone,
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerState::Live => "live",
+            WorkerState::Gone => "gone",
+        })
+    }
+}
+
+/// A worker this coordinator has seen since it started.
+#[derive(Debug, Clone)]
+pub struct KnownWorker {
+    /// Its last record.
+    pub record: WorkerRecord,
+    pub state: WorkerState,
+    /// When it entered `state`.
+    pub since: SystemTime,
+    /// When the coordinator last saw it in the live set (now, for a live one).
+    pub last_seen: SystemTime,
+}
+
 #[derive(Debug, Default)]
+struct Members {
+    live: Vec<WorkerInfo>,
+    known: BTreeMap<String, KnownWorker>,
+}
+
+/// The tables as last read from the registry's watch.
+#[derive(Debug)]
+struct TableView {
+    rx: watch::Receiver<Vec<TableRecord>>,
+    tables: Arc<BTreeMap<String, Arc<TableMeta>>>,
+}
+
+/// Tables and workers, following the registry.
+#[derive(Debug)]
 pub struct Catalog {
-    tables: RwLock<BTreeMap<String, Arc<TableMeta>>>,
-    workers: RwLock<Vec<WorkerInfo>>,
-    path: Option<PathBuf>,
+    registry: Arc<dyn Registry>,
+    tables: Mutex<TableView>,
+    members: Arc<RwLock<Members>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn registry_error(e: RegistryError) -> Error {
+    match e {
+        RegistryError::Unavailable(m) => Error::Unavailable(format!(
+            "the catalog store (registry) is unavailable: {m}; catalog changes are refused \
+             until it is back (queries go on)"
+        )),
+        RegistryError::Invalid(m) => Error::InvalidArgument(m),
+        other => Error::Internal(other.to_string()),
+    }
 }
 
 impl Catalog {
-    /// A catalog persisted to `dir/catalog.pb` (loaded if present).
-    pub fn open(dir: Option<PathBuf>) -> Result<Self> {
-        if let Some(d) = &dir {
-            std::fs::create_dir_all(d)
-                .map_err(|e| Error::Internal(format!("creating {}: {e}", d.display())))?;
-        }
-        let path = dir.map(|d| d.join("catalog.pb"));
-        let mut tables = BTreeMap::new();
-        if let Some(p) = path.as_ref().filter(|p| p.exists()) {
-            let bytes = std::fs::read(p)
-                .map_err(|e| Error::Internal(format!("reading {}: {e}", p.display())))?;
-            let mut buf = Bytes::from(bytes);
-            while !buf.is_empty() {
-                let rec = TableRecord::decode_length_delimited(&mut buf).map_err(|e| {
-                    Error::Internal(format!("corrupt catalog file {}: {e}", p.display()))
-                })?;
-                let meta = TableMeta::from_record(&rec)?;
-                tables.insert(meta.name.clone(), Arc::new(meta));
-            }
-        }
+    /// Reads the catalog and the live workers from `registry` and follows
+    /// both. Fails when the registry cannot be reached now. With
+    /// `tls_workers`, workers announcing a plaintext address are not used
+    /// (clients of a TLS coordinator must never be sent to one).
+    pub async fn open(registry: Arc<dyn Registry>, tls_workers: bool) -> Result<Self> {
+        let tables_rx = registry.watch_tables().await.map_err(registry_error)?;
+        let mut workers_rx = registry.watch_workers().await.map_err(registry_error)?;
+        let members = Arc::new(RwLock::new(Members::default()));
+        update_members(&members, &workers_rx.borrow_and_update(), tls_workers);
+        let watcher = {
+            let members = Arc::clone(&members);
+            tokio::spawn(async move {
+                while workers_rx.changed().await.is_ok() {
+                    let records = workers_rx.borrow_and_update().clone();
+                    update_members(&members, &records, tls_workers);
+                }
+            })
+        };
+        let mut view = TableView {
+            rx: tables_rx,
+            tables: Arc::default(),
+        };
+        refresh(&mut view, true);
+        tracing::info!(
+            registry = %registry.describe(),
+            tables = view.tables.len(),
+            workers = members.read().live.len(),
+            "catalog loaded"
+        );
         Ok(Self {
-            tables: RwLock::new(tables),
-            workers: RwLock::new(Vec::new()),
-            path,
+            registry,
+            tables: Mutex::new(view),
+            members,
+            watcher,
         })
     }
 
-    fn persist(&self, tables: &BTreeMap<String, Arc<TableMeta>>) -> Result<()> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let mut buf = Vec::new();
-        for t in tables.values() {
-            t.to_record()?
-                .encode_length_delimited(&mut buf)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-        }
-        let tmp = path.with_extension("pb.tmp");
-        std::fs::write(&tmp, &buf)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    fn snapshot(&self) -> Arc<BTreeMap<String, Arc<TableMeta>>> {
+        let mut view = self.tables.lock();
+        refresh(&mut view, false);
+        Arc::clone(&view.tables)
     }
 
     pub fn table(&self, name: &str) -> Option<Arc<TableMeta>> {
-        self.tables.read().get(name).cloned()
+        self.snapshot().get(name).cloned()
     }
 
     pub fn tables(&self) -> Vec<Arc<TableMeta>> {
-        self.tables.read().values().cloned().collect()
+        self.snapshot().values().cloned().collect()
     }
 
-    pub fn put_table(&self, meta: TableMeta) -> Result<Arc<TableMeta>> {
-        let meta = Arc::new(meta);
-        let mut tables = self.tables.write();
-        tables.insert(meta.name.clone(), Arc::clone(&meta));
-        self.persist(&tables)?;
-        Ok(meta)
+    /// Records a new table; ALREADY_EXISTS when another coordinator
+    /// created one of that name meanwhile.
+    pub async fn create_table(&self, meta: TableMeta) -> Result<Arc<TableMeta>> {
+        let record = meta.to_record()?;
+        match self
+            .registry
+            .put_table_if(&record, 0)
+            .await
+            .map_err(registry_error)?
+        {
+            CasOutcome::Written { .. } => {}
+            CasOutcome::Conflict { .. } => {
+                return Err(Error::AlreadyExists(format!(
+                    "table {} already exists",
+                    meta.name
+                )));
+            }
+        }
+        self.wait_for(|tables| tables.iter().any(|t| *t == record))
+            .await;
+        Ok(self.table(&meta.name).unwrap_or_else(|| Arc::new(meta)))
     }
 
-    pub fn remove_table(&self, name: &str) -> Result<Option<Arc<TableMeta>>> {
-        let mut tables = self.tables.write();
-        let old = tables.remove(name);
-        self.persist(&tables)?;
-        Ok(old)
+    /// Replaces a table's record if it is still at `revision` (read with
+    /// [`Self::revision`]); ABORTED when it changed meanwhile.
+    pub async fn replace_table(&self, meta: &TableMeta, revision: u64) -> Result<()> {
+        let record = meta.to_record()?;
+        match self
+            .registry
+            .put_table_if(&record, revision)
+            .await
+            .map_err(registry_error)?
+        {
+            CasOutcome::Written { .. } => {
+                self.wait_for(|tables| tables.iter().any(|t| *t == record))
+                    .await;
+                Ok(())
+            }
+            CasOutcome::Conflict { .. } => Err(Error::Aborted(format!(
+                "table {} was changed by someone else meanwhile; retry",
+                meta.name
+            ))),
+        }
     }
 
-    pub fn set_workers(&self, mut workers: Vec<WorkerInfo>) {
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
-        *self.workers.write() = workers;
+    /// A table as stored now, with its revision.
+    pub async fn revision(&self, name: &str) -> Result<Option<(TableMeta, u64)>> {
+        match self.registry.table(name).await.map_err(registry_error)? {
+            Some(v) => Ok(Some((TableMeta::from_record(&v.record)?, v.revision))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn remove_table(&self, name: &str) -> Result<()> {
+        self.registry
+            .delete_table(name)
+            .await
+            .map_err(registry_error)?;
+        self.wait_for(|tables| tables.iter().all(|t| t.name != name))
+            .await;
+        Ok(())
+    }
+
+    /// Waits (a bounded time) until the registry's watch shows a change
+    /// this coordinator made, so its next statement sees it.
+    async fn wait_for(&self, done: impl FnMut(&Vec<TableRecord>) -> bool) {
+        let mut rx = self.tables.lock().rx.clone();
+        if tokio::time::timeout(WATCH_WAIT, rx.wait_for(done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a catalog change did not come back through the registry's watch within {WATCH_WAIT:?}"
+            );
+        }
     }
 
     /// Live workers, sorted by id.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.workers.read().clone()
+        self.members.read().live.clone()
     }
 
     pub fn worker_url(&self, id: &str) -> Option<String> {
-        self.workers
+        self.members
             .read()
+            .live
             .iter()
             .find(|w| w.id == id)
             .map(|w| w.url.clone())
     }
+
+    /// Every worker seen since this coordinator started, live or gone.
+    pub fn known_workers(&self) -> Vec<KnownWorker> {
+        let now = SystemTime::now();
+        self.members
+            .read()
+            .known
+            .values()
+            .map(|k| {
+                let mut k = k.clone();
+                if k.state == WorkerState::Live {
+                    k.last_seen = now;
+                }
+                k
+            })
+            .collect()
+    }
+
+    /// `id` with its last known address, for error messages.
+    pub fn describe_worker(&self, id: &str) -> String {
+        match self.members.read().known.get(id) {
+            Some(k) => format!("{id} at {}", k.record.address),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// Rebuilds the table map when the watch moved (or `force`), keeping the
+/// `TableMeta` of unchanged records.
+fn refresh(view: &mut TableView, force: bool) {
+    if !force && !view.rx.has_changed().unwrap_or(false) {
+        return;
+    }
+    let records = view.rx.borrow_and_update().clone();
+    let mut tables = BTreeMap::new();
+    for record in &records {
+        let meta = match view.tables.get(&record.name) {
+            Some(old) if old.to_record().ok().as_ref() == Some(record) => Arc::clone(old),
+            _ => match TableMeta::from_record(record) {
+                Ok(meta) => Arc::new(meta),
+                Err(e) => {
+                    tracing::error!(table = %record.name, "unreadable catalog record: {e}");
+                    continue;
+                }
+            },
+        };
+        tables.insert(record.name.clone(), meta);
+    }
+    view.tables = Arc::new(tables);
+}
+
+/// Takes in a new live set: logs who joined and who left.
+fn update_members(members: &RwLock<Members>, records: &[WorkerRecord], tls_workers: bool) {
+    let now = SystemTime::now();
+    let mut m = members.write();
+    let mut live = Vec::new();
+    for r in records {
+        if tls_workers && !r.address.starts_with("grpc+tls://") {
+            tracing::error!(
+                worker_id = %r.id,
+                address = %r.address,
+                "not using a worker with a plaintext address: this coordinator serves TLS \
+                 and must not send clients there; give the worker a TLS certificate"
+            );
+            continue;
+        }
+        live.push(WorkerInfo {
+            id: r.id.clone(),
+            url: r.address.clone(),
+        });
+        match m.known.get_mut(&r.id) {
+            Some(k) if k.state == WorkerState::Live => {
+                if k.record.address != r.address {
+                    tracing::info!(worker_id = %r.id, address = %r.address, "worker moved");
+                }
+                k.record = r.clone();
+            }
+            _ => {
+                tracing::info!(worker_id = %r.id, address = %r.address, "worker joined");
+                m.known.insert(
+                    r.id.clone(),
+                    KnownWorker {
+                        record: r.clone(),
+                        state: WorkerState::Live,
+                        since: now,
+                        last_seen: now,
+                    },
+                );
+            }
+        }
+    }
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    for (id, k) in m.known.iter_mut() {
+        if k.state == WorkerState::Live && !live.iter().any(|w| &w.id == id) {
+            tracing::warn!(worker_id = %id, address = %k.record.address, "worker left the live set");
+            k.state = WorkerState::Gone;
+            k.since = now;
+            k.last_seen = now;
+        }
+    }
+    m.live = live;
 }

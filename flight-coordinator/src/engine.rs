@@ -36,7 +36,7 @@ use crate::catalog::{Catalog, Distribution, TableMeta};
 use crate::error::{Error, Result};
 use crate::gather::{FragmentScan, FsqlQueryPlanner, ShardRoute};
 use crate::planner::{Distributed, DistributedPlanner};
-use crate::table::ClusterTable;
+use crate::table::ClusterSchema;
 use crate::workers::WorkerPool;
 
 /// The catalog and schema every cluster table lives in.
@@ -371,18 +371,15 @@ impl Engine {
             config,
             cancels: Arc::default(),
         };
-        for t in engine.catalog.tables() {
-            engine.register(t)?;
-        }
+        let schema = Arc::new(ClusterSchema {
+            catalog: Arc::clone(&engine.catalog),
+        });
+        engine
+            .ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Error::Internal(format!("catalog {CATALOG} is missing")))?
+            .register_schema(SCHEMA, schema)?;
         Ok(engine)
-    }
-
-    fn register(&self, meta: Arc<TableMeta>) -> Result<()> {
-        let name = meta.name.clone();
-        self.ctx.deregister_table(name.as_str())?;
-        self.ctx
-            .register_table(name.as_str(), Arc::new(ClusterTable { meta }))?;
-        Ok(())
     }
 
     pub fn state(&self) -> SessionState {
@@ -832,33 +829,26 @@ impl Engine {
             placement,
         };
         let schema_bytes = fsql_proto::ipc::schema_to_bytes(&meta.schema)?;
-        let created = futures::future::join_all(self.write_targets(&meta)?.into_iter().map(
-            |(target, url)| {
-                let schema = schema_bytes.clone();
-                async move {
-                    self.pool
-                        .action(
-                            &url,
-                            "create_shard",
-                            fsql_proto::worker_request::Request::CreateShard(
-                                fsql_proto::CreateShard {
-                                    target: Some(target),
-                                    schema,
-                                },
-                            ),
-                        )
-                        .await
-                }
-            },
-        ))
+        let created = futures::future::join_all(
+            self.write_targets(&meta)?
+                .into_iter()
+                .map(|(target, url)| self.fresh_shard(url, target, schema_bytes.clone())),
+        )
         .await;
         if let Some(err) = created.into_iter().find_map(|r| r.err()) {
             self.drop_shards(&meta).await;
             return Err(err);
         }
-        let meta = self.catalog.put_table(meta)?;
-        self.register(Arc::clone(&meta))?;
-        Ok(meta)
+        match self.catalog.create_table(meta.clone()).await {
+            Ok(meta) => Ok(meta),
+            // Another coordinator created the table meanwhile: the shards
+            // are its (creating an existing shard changes nothing).
+            Err(e @ Error::AlreadyExists(_)) => Err(e),
+            Err(e) => {
+                self.drop_shards(&meta).await;
+                Err(e)
+            }
+        }
     }
 
     /// Every replica of every shard with its worker's URL; an error naming
@@ -902,21 +892,51 @@ impl Engine {
     }
 
     async fn drop_shards(&self, meta: &TableMeta) -> Vec<Error> {
-        // Replicas on workers that are gone are left behind.
+        // Replicas on workers that are gone are left behind (a new shard of
+        // the same name replaces them: see `fresh_shard`).
         let live = self.replica_targets(meta, false).unwrap_or_default();
-        let results = futures::future::join_all(live.into_iter().map(|(target, url)| async move {
-            self.pool
-                .action(
-                    &url,
-                    "drop_shard",
-                    fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
-                        target: Some(target),
-                    }),
-                )
-                .await
-        }))
+        let results = futures::future::join_all(
+            live.into_iter()
+                .map(|(target, url)| async move { self.drop_shard(&url, target).await }),
+        )
         .await;
         results.into_iter().filter_map(|r| r.err()).collect()
+    }
+
+    async fn drop_shard(&self, url: &str, target: fsql_proto::ShardTarget) -> Result<()> {
+        self.pool
+            .action(
+                url,
+                flight_worker::ACTION_DROP_SHARD,
+                fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
+                    target: Some(target),
+                }),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Creates an empty shard replica on a worker, replacing whatever a
+    /// table of the same name left there (a replica on a worker that was
+    /// down when its table was dropped).
+    async fn fresh_shard(
+        &self,
+        url: String,
+        target: fsql_proto::ShardTarget,
+        schema: bytes::Bytes,
+    ) -> Result<()> {
+        self.drop_shard(&url, target.clone()).await?;
+        self.pool
+            .action(
+                &url,
+                flight_worker::ACTION_CREATE_SHARD,
+                fsql_proto::worker_request::Request::CreateShard(fsql_proto::CreateShard {
+                    target: Some(target),
+                    schema,
+                }),
+            )
+            .await
+            .map(drop)
     }
 
     /// Before `CREATE TABLE name`: whether to go on creating it. An
@@ -943,12 +963,12 @@ impl Engine {
             }
             return Err(Error::NotFound(format!("table {name} does not exist")));
         };
-        let errors = self.drop_shards(&meta).await;
-        if let Some(e) = errors.into_iter().next() {
-            return Err(e);
+        // The catalog is the commit point: once the record is gone the table
+        // is, whatever happens to its shards.
+        self.catalog.remove_table(name).await?;
+        for e in self.drop_shards(&meta).await {
+            tracing::warn!(table = name, "dropping a shard of a dropped table: {e}");
         }
-        self.catalog.remove_table(name)?;
-        self.ctx.deregister_table(name)?;
         Ok(())
     }
 

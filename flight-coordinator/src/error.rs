@@ -22,6 +22,9 @@ pub enum Error {
     /// A shard has no live replica, or a worker cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A concurrent change won (e.g. the catalog record moved on); retry.
+    #[error("{0}")]
+    Aborted(String),
     /// A ticket or handle failed verification.
     #[error("{0}")]
     Unauthenticated(String),
@@ -113,6 +116,7 @@ impl From<Error> for Status {
             Error::Unsupported(m) => Status::unimplemented(m.clone()),
             Error::Unavailable(m) => Status::unavailable(m.clone()),
             Error::Unauthenticated(m) => Status::unauthenticated(m.clone()),
+            Error::Aborted(m) => Status::aborted(m.clone()),
             Error::Cancelled => Status::cancelled("query cancelled"),
             Error::Worker { context, source } => {
                 Status::new(source.code(), format!("{context}: {}", source.message()))

@@ -1,5 +1,7 @@
 //! The embedded local cluster: a coordinator and N workers in one process,
-//! on loopback, with the in-process catalog. No etcd, no other setup.
+//! on loopback, with the embedded registry (workers announce themselves in
+//! it; the catalog is kept in `<data_dir>/coordinator/catalog.pb`). No etcd,
+//! no other setup.
 //!
 //! Without users it runs without authentication, and then only on a
 //! loopback address. With TLS the workers serve TLS with the same
@@ -10,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flight_worker::membership::{self, Membership};
+use flight_worker::registry::{DEFAULT_TTL, EmbeddedRegistry, Registry};
 use flight_worker::{WorkerConfig, WorkerHandle};
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -32,7 +36,36 @@ pub struct LocalConfig {
 
 pub struct LocalCluster {
     pub coordinator: CoordinatorHandle,
-    pub workers: Vec<WorkerHandle>,
+    pub workers: Vec<LocalWorker>,
+    pub registry: Arc<dyn Registry>,
+}
+
+/// A worker of a local cluster and its place in the registry.
+pub struct LocalWorker {
+    pub handle: WorkerHandle,
+    membership: Option<Membership>,
+}
+
+impl LocalWorker {
+    pub fn id(&self) -> &str {
+        self.handle.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.addr()
+    }
+
+    pub fn url(&self) -> String {
+        self.handle.url()
+    }
+
+    /// Leaves the live set, then stops the worker.
+    pub async fn shutdown(mut self) {
+        if let Some(m) = self.membership.take() {
+            m.leave().await;
+        }
+        self.handle.shutdown().await;
+    }
 }
 
 impl LocalCluster {
@@ -57,12 +90,18 @@ impl LocalCluster {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
         let secret = local_secret(&config.data_dir)?;
+        let registry: Arc<dyn Registry> = Arc::new(
+            EmbeddedRegistry::with_catalog_file(
+                config.data_dir.join("coordinator").join("catalog.pb"),
+            )
+            .map_err(|e| Error::Config(e.to_string()))?,
+        );
         let mut workers = Vec::new();
         for i in 0..config.workers {
             let l = TcpListener::bind("127.0.0.1:0")
                 .await
                 .map_err(|e| Error::Internal(format!("binding a worker port: {e}")))?;
-            let w = flight_worker::start(
+            let handle = flight_worker::start(
                 WorkerConfig {
                     data_dir: config.data_dir.join(format!("worker-{i}")),
                     secret: secret.clone(),
@@ -76,23 +115,30 @@ impl LocalCluster {
             )
             .await
             .map_err(|e| Error::Internal(format!("starting worker {i}: {e}")))?;
-            workers.push(w);
+            let capacity = config.worker_threads.unwrap_or(1) as u32;
+            let membership =
+                membership::join(&registry, &handle, handle.url(), DEFAULT_TTL, capacity)
+                    .await
+                    .map_err(|e| Error::Internal(format!("announcing worker {i}: {e}")))?;
+            workers.push(LocalWorker {
+                handle,
+                membership: Some(membership),
+            });
         }
-        let urls = workers.iter().map(|w| w.url()).collect();
         let coordinator = crate::server::start(
             CoordinatorConfig {
                 secret,
-                data_dir: Some(config.data_dir.join("coordinator")),
                 engine: config.engine,
                 security: config.security,
             },
-            urls,
+            Arc::clone(&registry),
             listener,
         )
         .await?;
         Ok(Self {
             coordinator,
             workers,
+            registry,
         })
     }
 

@@ -13,6 +13,8 @@ use flight_coordinator::local::{LocalCluster, LocalConfig};
 use flight_coordinator::server::{CoordinatorConfig, MAX_MESSAGE_BYTES, Security};
 use flight_worker::auth::{AuthConfig, DEFAULT_TOKEN_TTL, UserConfig};
 use flight_worker::config::{DurationValue, SizeValue, parse_duration, parse_size, read_toml};
+use flight_worker::registry::{Registry, RegistryOptions};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -102,17 +104,27 @@ enum Command {
         /// [default: 0.0.0.0:32010]
         #[arg(long, env = "FSQL_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Worker addresses, HOST:PORT[,HOST:PORT...] (grpc+tls:// is
-        /// implied when TLS is configured).
+        /// Registry to follow for the live workers and the catalog:
+        /// etcd://HOST:PORT[,HOST:PORT...]. The alternative to --workers.
+        #[arg(long, env = "FSQL_REGISTRY", value_name = "URL")]
+        registry: Option<String>,
+        /// Cluster name in the registry [default: default].
+        #[arg(long, env = "FSQL_CLUSTER", value_name = "NAME")]
+        cluster: Option<String>,
+        /// A fixed list of worker addresses, HOST:PORT[,HOST:PORT...]
+        /// (grpc+tls:// is implied when TLS is configured), instead of a
+        /// registry; the catalog is then kept in --data-dir.
         #[arg(long, env = "FSQL_WORKERS", value_delimiter = ',')]
         workers: Vec<String>,
         /// Cluster secret shared with the workers (signs tickets and
         /// session tokens).
         #[arg(long, env = "FSQL_SECRET", hide_env_values = true)]
         secret: Option<String>,
-        /// Where the catalog is kept (default: in memory).
+        /// With --workers: where the catalog is kept (default: in memory).
+        /// With --registry the catalog is in the registry.
         #[arg(long, env = "FSQL_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Merge every result at the coordinator (clients never read workers).
         #[arg(long, env = "FSQL_NO_DIRECT")]
         no_direct: bool,
         /// Serve without authentication when no users are configured
@@ -167,6 +179,8 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct ServeSection {
     listen: Option<SocketAddr>,
+    registry: Option<String>,
+    cluster: Option<String>,
     workers: Option<Vec<String>>,
     secret: Option<String>,
     data_dir: Option<PathBuf>,
@@ -298,6 +312,28 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Waits until the registry answers (it may start after the coordinator),
+/// or Ctrl-C.
+async fn wait_for_registry(registry: &Arc<dyn Registry>) -> Result<(), BoxError> {
+    let mut logged = false;
+    loop {
+        match registry.tables().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if !logged {
+                    eprintln!("waiting for the registry {}: {e}", registry.describe());
+                    logged = true;
+                }
+                tracing::warn!(registry = %registry.describe(), "registry not reachable yet: {e}");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown_signal() => return Err("interrupted while waiting for the registry".into()),
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr)
         .await
@@ -393,6 +429,8 @@ async fn main() -> Result<(), BoxError> {
         }
         Command::Serve {
             listen,
+            registry,
+            cluster,
             workers,
             secret,
             data_dir,
@@ -410,8 +448,22 @@ async fn main() -> Result<(), BoxError> {
             } else {
                 workers
             };
-            if workers.is_empty() {
-                return Err("no workers (--workers or `workers` in [coordinator])".into());
+            let registry = registry.or(f.registry);
+            let cluster = cluster
+                .or(f.cluster)
+                .unwrap_or_else(|| flight_worker::registry::DEFAULT_CLUSTER.to_string());
+            match (&registry, workers.is_empty()) {
+                (None, true) => {
+                    return Err(
+                        "no workers: give a registry (--registry etcd://HOST:PORT) or a \
+                         worker list (--workers HOST:PORT,...)"
+                            .into(),
+                    );
+                }
+                (Some(_), false) => {
+                    return Err("give either --registry or --workers, not both".into());
+                }
+                _ => {}
             }
             let secret = secret
                 .or(f.secret)
@@ -439,20 +491,46 @@ async fn main() -> Result<(), BoxError> {
             let worker_tls = security.tls.is_some() || security.tls_ca.is_some();
             let tls = security.tls.is_some();
             let listener = bind(listen).await?;
-            let coordinator = flight_coordinator::server::start(
-                CoordinatorConfig {
-                    secret: secret.into_bytes().into(),
-                    data_dir: data_dir.or(f.data_dir),
-                    engine: EngineConfig {
-                        direct: !(no_direct || f.no_direct.unwrap_or(false)),
-                        ..EngineConfig::default()
-                    },
-                    security,
+            let config = CoordinatorConfig {
+                secret: secret.into_bytes().into(),
+                engine: EngineConfig {
+                    direct: !(no_direct || f.no_direct.unwrap_or(false)),
+                    ..EngineConfig::default()
                 },
-                workers.iter().map(|w| worker_url(w, worker_tls)).collect(),
-                listener,
-            )
-            .await?;
+                security,
+            };
+            let registry = match registry {
+                Some(url) => {
+                    let options = RegistryOptions {
+                        cluster,
+                        ..RegistryOptions::default()
+                    };
+                    let registry = flight_worker::registry::connect(&url, &options).await?;
+                    wait_for_registry(&registry).await?;
+                    registry
+                }
+                None => {
+                    let urls: Vec<String> =
+                        workers.iter().map(|w| worker_url(w, worker_tls)).collect();
+                    if tls && let Some(plain) = urls.iter().find(|u| !u.starts_with("grpc+tls://"))
+                    {
+                        return Err(format!(
+                            "the coordinator serves TLS but worker {plain} is plaintext: clients \
+                             would be sent to a plaintext location; give the workers TLS \
+                             certificates (grpc+tls://)"
+                        )
+                        .into());
+                    }
+                    let pool = flight_coordinator::server::worker_pool(&config);
+                    let catalog_file = data_dir.or(f.data_dir).map(|d| d.join("catalog.pb"));
+                    if let Some(dir) = catalog_file.as_ref().and_then(|p| p.parent()) {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                    }
+                    flight_coordinator::server::static_registry(&pool, &urls, catalog_file).await?
+                }
+            };
+            let coordinator = flight_coordinator::server::start(config, registry, listener).await?;
             if require_auth {
                 println!("auth: on (bearer tokens; Basic handshake for configured users)");
             } else {

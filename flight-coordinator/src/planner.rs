@@ -166,10 +166,15 @@ impl DistributedPlanner<'_> {
                 .filter_map(|w| self.catalog.worker_url(w))
                 .collect();
             if urls.is_empty() {
+                let missing: Vec<String> = workers
+                    .iter()
+                    .map(|w| self.catalog.describe_worker(w))
+                    .collect();
                 return Err(Error::Unavailable(format!(
-                    "shard {shard} of table {} has no live replica (held by worker(s) {})",
+                    "shard {shard} of table {} has no live replica: held by worker(s) {}, \
+                     none of them live; retry when one is back",
                     table.name,
-                    workers.join(", ")
+                    missing.join(", ")
                 )));
             }
             routes.push(ShardRoute {

@@ -20,6 +20,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::service::{CoordinatorFlightService, FlightSqlServiceImpl};
 use crate::workers::WorkerPool;
+use flight_worker::registry::{Registry, StaticRegistry, StaticWorker};
 
 /// Default largest message a client may send (ingest batches, parameters).
 pub const MAX_MESSAGE_BYTES: usize = flight_worker::config::DEFAULT_MAX_MESSAGE_SIZE;
@@ -68,8 +69,6 @@ impl Security {
 pub struct CoordinatorConfig {
     /// The cluster secret shared with the workers.
     pub secret: Bytes,
-    /// Where the catalog is kept; `None` keeps it in memory only.
-    pub data_dir: Option<PathBuf>,
     pub engine: EngineConfig,
     pub security: Security,
 }
@@ -132,10 +131,40 @@ pub async fn discover_workers(pool: &WorkerPool, urls: &[String]) -> Result<Vec<
     Ok(out)
 }
 
-/// Starts a coordinator over the given workers on `listener`.
+/// The worker URLs of `serve --workers` as a static registry (ids learnt
+/// from the workers) whose catalog is kept in `catalog_file`.
+pub async fn static_registry(
+    pool: &WorkerPool,
+    urls: &[String],
+    catalog_file: Option<PathBuf>,
+) -> Result<Arc<dyn Registry>> {
+    let workers = discover_workers(pool, urls)
+        .await?
+        .into_iter()
+        .map(|w| StaticWorker {
+            id: w.id,
+            address: w.url,
+        })
+        .collect();
+    Ok(Arc::new(
+        StaticRegistry::new(workers, catalog_file).map_err(|e| Error::Config(e.to_string()))?,
+    ))
+}
+
+/// The pool of channels to workers, trusting the configured CA for TLS ones.
+pub fn worker_pool(config: &CoordinatorConfig) -> WorkerPool {
+    let mut pool = WorkerPool::new(Signer::new(config.secret.clone()));
+    if let Some(ca) = config.security.worker_ca() {
+        pool = pool.with_tls(flight_worker::tls::client_config(ca));
+    }
+    pool
+}
+
+/// Starts a coordinator following `registry` (live workers and catalog) on
+/// `listener`.
 pub async fn start(
     config: CoordinatorConfig,
-    workers: Vec<String>,
+    registry: Arc<dyn Registry>,
     listener: TcpListener,
 ) -> Result<CoordinatorHandle> {
     let security = &config.security;
@@ -148,21 +177,8 @@ pub async fn start(
             "authentication is required but no users are configured ([[users]] in --config)".into(),
         ));
     }
-    if security.tls.is_some()
-        && let Some(plain) = workers.iter().find(|w| !w.starts_with("grpc+tls://"))
-    {
-        return Err(Error::Config(format!(
-            "the coordinator serves TLS but worker {plain} is plaintext: clients would be sent \
-             to a plaintext location; give the workers TLS certificates (grpc+tls://)"
-        )));
-    }
-    let mut pool = WorkerPool::new(signer);
-    if let Some(ca) = security.worker_ca() {
-        pool = pool.with_tls(flight_worker::tls::client_config(ca));
-    }
-    let pool = Arc::new(pool);
-    let catalog = Arc::new(Catalog::open(config.data_dir.clone())?);
-    catalog.set_workers(discover_workers(&pool, &workers).await?);
+    let pool = Arc::new(worker_pool(&config));
+    let catalog = Arc::new(Catalog::open(registry, security.tls.is_some()).await?);
     let engine = Arc::new(Engine::new(catalog, pool, config.engine.clone())?);
     let service = FlightSqlServiceImpl::new(Arc::clone(&engine))
         .map_err(|e| Error::Internal(e.message().to_string()))?;

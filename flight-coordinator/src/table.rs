@@ -1,6 +1,8 @@
-//! The DataFusion view of a cluster table.
+//! The DataFusion view of the cluster's tables.
 //!
-//! [`ClusterTable`] carries a table's schema and metadata into DataFusion's
+//! [`ClusterSchema`] is the schema every cluster table lives in: it looks
+//! tables up in the [`Catalog`] at planning time, so tables created, dropped
+//! or moved through any coordinator are seen at once. [`ClusterTable`] carries a table's schema and metadata into DataFusion's
 //! planner. It accepts the filters a worker can run (so the optimizer moves
 //! them into the scan) and is never scanned itself: the distributed planner
 //! replaces every scan of it with shard fragments.
@@ -9,13 +11,41 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DFSchema, Result, internal_err};
 use datafusion::logical_expr::{TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::Expr;
 
-use crate::catalog::TableMeta;
+use crate::catalog::{Catalog, TableMeta};
+
+/// The cluster tables, as the catalog has them now.
+#[derive(Debug)]
+pub struct ClusterSchema {
+    pub catalog: Arc<Catalog>,
+}
+
+#[async_trait]
+impl SchemaProvider for ClusterSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog
+            .tables()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .catalog
+            .table(name)
+            .map(|meta| Arc::new(ClusterTable { meta }) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.table(name).is_some()
+    }
+}
 
 #[derive(Debug)]
 pub struct ClusterTable {

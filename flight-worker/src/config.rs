@@ -167,6 +167,33 @@ pub struct WorkerArgs {
     #[arg(long, env = "FSQL_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
     pub token_ttl: Option<Duration>,
 
+    /// Registry to announce this worker in: etcd://HOST:PORT[,HOST:PORT...]
+    /// (or static://... for a fixed list, where announcing does nothing).
+    /// Without it the worker does not announce itself; the coordinator then
+    /// needs its address in --workers.
+    #[arg(long, env = "FSQL_REGISTRY", value_name = "URL")]
+    pub registry: Option<String>,
+
+    /// Cluster name: the registry keeps clusters apart by it [default: default].
+    #[arg(long, env = "FSQL_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Lease of the worker's registry record: a worker that stops renewing
+    /// it (every TTL/3) leaves the live set after this long [default: 10s].
+    #[arg(long, env = "FSQL_LEASE_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease_ttl: Option<Duration>,
+
+    /// HOST:PORT the coordinator and clients reach this worker at [default:
+    /// the listen address; the host name with the listen port when listening
+    /// on all interfaces].
+    #[arg(long, env = "FSQL_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// Address of the HTTP port serving /metrics (Prometheus), /health and
+    /// /ready, e.g. 0.0.0.0:8080 [default: off].
+    #[arg(long, env = "FSQL_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
     /// Log filter (tracing-subscriber `EnvFilter` syntax), e.g. info or
     /// flight_worker=debug.
     #[arg(long, env = "FSQL_LOG", value_name = "FILTER", default_value = "info")]
@@ -186,6 +213,11 @@ impl std::fmt::Debug for WorkerArgs {
             .field("tls_key", &self.tls_key)
             .field("max_message_size", &self.max_message_size)
             .field("token_ttl", &self.token_ttl)
+            .field("registry", &self.registry)
+            .field("cluster", &self.cluster)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("advertise", &self.advertise)
+            .field("http_listen", &self.http_listen)
             .field("log", &self.log)
             .finish()
     }
@@ -204,6 +236,34 @@ struct WorkerSection {
     tls_key: Option<PathBuf>,
     max_message_size: Option<SizeValue>,
     token_ttl: Option<DurationValue>,
+    registry: Option<String>,
+    cluster: Option<String>,
+    lease_ttl: Option<DurationValue>,
+    advertise: Option<String>,
+    http_listen: Option<String>,
+}
+
+/// Where and how a worker announces itself (`--registry`).
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// The registry URL (see `registry::connect`).
+    pub registry: String,
+    pub cluster: String,
+    pub lease_ttl: Duration,
+    /// `HOST:PORT` to announce instead of the listen address.
+    pub advertise: Option<String>,
+}
+
+/// Everything the `flight-worker` command line and config file say.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The address to listen on.
+    pub listen: String,
+    pub config: WorkerConfig,
+    /// Set when the worker announces itself in a registry.
+    pub membership: Option<MembershipConfig>,
+    /// The HTTP port for metrics and health checks, if any.
+    pub http_listen: Option<String>,
 }
 
 /// The config file as the worker reads it.
@@ -219,9 +279,9 @@ struct WorkerFile {
 }
 
 impl WorkerArgs {
-    /// The address to listen on and the validated configuration: flags (and
-    /// environment variables) over the config file.
-    pub fn resolve(&self) -> Result<(String, WorkerConfig)> {
+    /// The validated configuration: flags (and environment variables) over
+    /// the config file.
+    pub fn resolve(&self) -> Result<Resolved> {
         let file: WorkerFile = match &self.config {
             Some(path) => read_toml(path)?,
             None => WorkerFile::default(),
@@ -270,7 +330,34 @@ impl WorkerArgs {
             max_message_size,
         };
         config.validate()?;
-        Ok((listen, config))
+        let lease_ttl = match self.lease_ttl {
+            Some(d) => d,
+            None => match section.lease_ttl {
+                Some(v) => v.duration()?,
+                None => crate::registry::DEFAULT_TTL,
+            },
+        };
+        let cluster = self
+            .cluster
+            .clone()
+            .or(section.cluster)
+            .unwrap_or_else(|| crate::registry::DEFAULT_CLUSTER.to_string());
+        let membership =
+            self.registry
+                .clone()
+                .or(section.registry)
+                .map(|registry| MembershipConfig {
+                    registry,
+                    cluster,
+                    lease_ttl,
+                    advertise: self.advertise.clone().or(section.advertise),
+                });
+        Ok(Resolved {
+            listen,
+            config,
+            membership,
+            http_listen: self.http_listen.clone().or(section.http_listen),
+        })
     }
 }
 
@@ -278,7 +365,7 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
     type Error = Error;
 
     fn try_from(args: &WorkerArgs) -> Result<Self> {
-        Ok(args.resolve()?.1)
+        Ok(args.resolve()?.config)
     }
 }
 
@@ -436,6 +523,8 @@ data_dir = "/tmp/from-file"
 secret = "0123456789abcdef-file"
 max_message_size = "1GiB"
 token_ttl = "2h"
+registry = "etcd://127.0.0.1:2379"
+lease_ttl = "3s"
 [[users]]
 name = "alice"
 api_tokens = []
@@ -450,12 +539,17 @@ api_tokens = []
             "/tmp/from-flag",
         ])
         .unwrap();
-        let (listen, config) = args.resolve().unwrap();
-        assert_eq!(listen, "127.0.0.1:7");
+        let resolved = args.resolve().unwrap();
+        let config = resolved.config;
+        assert_eq!(resolved.listen, "127.0.0.1:7");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/from-flag"));
         assert_eq!(config.max_message_size, 1 << 30);
         assert_eq!(config.auth.token_ttl, Duration::from_secs(7200));
         assert_eq!(config.auth.users.len(), 1);
+        let membership = resolved.membership.unwrap();
+        assert_eq!(membership.registry, "etcd://127.0.0.1:2379");
+        assert_eq!(membership.cluster, "default");
+        assert_eq!(membership.lease_ttl, Duration::from_secs(3));
         std::fs::write(&path, "[worker]\nlisen = \"x\"\n").unwrap();
         assert!(args.resolve().is_err(), "unknown keys are refused");
     }

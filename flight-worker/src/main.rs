@@ -8,7 +8,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flight_worker::WorkerArgs;
+use flight_worker::registry::{self, RegistryOptions};
+use flight_worker::{WorkerArgs, membership};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -36,18 +37,88 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (listen, config) = args.resolve()?;
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let resolved = args.resolve()?;
+    let listen = &resolved.listen;
+    let capacity = resolved.config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;
-    let worker = flight_worker::start(config, listener).await?;
+    let worker = flight_worker::start(resolved.config, listener).await?;
+    let membership = match &resolved.membership {
+        Some(m) => {
+            let options = RegistryOptions {
+                cluster: m.cluster.clone(),
+                ..RegistryOptions::default()
+            };
+            let registry = registry::connect(&m.registry, &options).await?;
+            let address = advertised_url(&worker, m.advertise.as_deref())?;
+            let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+            let membership =
+                membership::join(&registry, &worker, address.clone(), m.lease_ttl, capacity)
+                    .await?;
+            println!(
+                "flight-worker {} announced as {address} in {} (cluster {})",
+                worker.id(),
+                registry.describe(),
+                m.cluster
+            );
+            Some(membership)
+        }
+        None => None,
+    };
     println!(
         "flight-worker {} listening on {}",
         worker.id(),
         worker.url()
     );
-    worker.run_until(shutdown_signal()).await?;
+    worker
+        .run_until(async move {
+            shutdown_signal().await;
+            if let Some(m) = membership {
+                m.leave().await;
+            }
+        })
+        .await?;
     Ok(())
+}
+
+/// The Flight URL to announce: `--advertise`, else the listen address, else
+/// (listening on all interfaces) the host name with the listen port.
+fn advertised_url(
+    worker: &flight_worker::WorkerHandle,
+    advertise: Option<&str>,
+) -> Result<String, String> {
+    let scheme = if worker.url().starts_with("grpc+tls://") {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    let host_port = match advertise {
+        Some(a) if a.contains("://") => return Ok(a.to_string()),
+        Some(a) => a.to_string(),
+        None if worker.addr().ip().is_unspecified() => {
+            let host = host_name().ok_or(
+                "listening on all interfaces and the host name is unknown: \
+                 give the address to announce with --advertise HOST:PORT",
+            )?;
+            format!("{host}:{}", worker.addr().port())
+        }
+        None => worker.addr().to_string(),
+    };
+    Ok(format!("{scheme}://{host_port}"))
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

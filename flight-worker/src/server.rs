@@ -122,6 +122,11 @@ impl WorkerHandle {
         &self.id
     }
 
+    /// The worker's database.
+    pub fn storage(&self) -> Arc<Storage> {
+        Arc::clone(&self.storage)
+    }
+
     /// The address the worker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -40,6 +40,16 @@ impl EmbeddedRegistry {
             catalog: Arc::new(MemCatalog::in_memory()),
         }
     }
+
+    /// An in-process registry whose catalog is kept in `path` (a file of
+    /// length-delimited `TableRecord`s, loaded if it exists): the `local`
+    /// cluster's tables survive a restart.
+    pub fn with_catalog_file(path: PathBuf) -> Result<Self> {
+        Ok(Self {
+            members: Arc::new(Members::new()),
+            catalog: Arc::new(MemCatalog::open(path)?),
+        })
+    }
 }
 
 /// The live workers and their emulated leases.
@@ -349,8 +359,7 @@ impl MemCatalog {
     }
 }
 
-#[async_trait]
-impl Registry for EmbeddedRegistry {
+super::impl_registry_with_mem_catalog!(EmbeddedRegistry {
     fn describe(&self) -> String {
         "embedded".to_string()
     }
@@ -373,27 +382,4 @@ impl Registry for EmbeddedRegistry {
         Ok(self.members.tx.subscribe())
     }
 
-    async fn tables(&self) -> Result<Vec<TableRecord>> {
-        Ok(self.catalog.tables())
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<VersionedTable>> {
-        Ok(self.catalog.table(name))
-    }
-
-    async fn put_table(&self, record: &TableRecord) -> Result<u64> {
-        self.catalog.put(record)
-    }
-
-    async fn put_table_if(&self, record: &TableRecord, expected: u64) -> Result<CasOutcome> {
-        self.catalog.put_if(record, expected)
-    }
-
-    async fn delete_table(&self, name: &str) -> Result<bool> {
-        self.catalog.delete(name)
-    }
-
-    async fn watch_tables(&self) -> Result<watch::Receiver<Vec<TableRecord>>> {
-        Ok(self.catalog.watch())
-    }
-}
+});

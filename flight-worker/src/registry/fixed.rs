@@ -136,8 +136,7 @@ impl StaticRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for StaticRegistry {
+super::impl_registry_with_mem_catalog!(StaticRegistry {
     fn describe(&self) -> String {
         self.url.clone()
     }
@@ -163,30 +162,7 @@ impl Registry for StaticRegistry {
         Ok(self.workers.subscribe())
     }
 
-    async fn tables(&self) -> Result<Vec<TableRecord>> {
-        Ok(self.catalog.tables())
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<VersionedTable>> {
-        Ok(self.catalog.table(name))
-    }
-
-    async fn put_table(&self, record: &TableRecord) -> Result<u64> {
-        self.catalog.put(record)
-    }
-
-    async fn put_table_if(&self, record: &TableRecord, expected: u64) -> Result<CasOutcome> {
-        self.catalog.put_if(record, expected)
-    }
-
-    async fn delete_table(&self, name: &str) -> Result<bool> {
-        self.catalog.delete(name)
-    }
-
-    async fn watch_tables(&self) -> Result<watch::Receiver<Vec<TableRecord>>> {
-        Ok(self.catalog.watch())
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

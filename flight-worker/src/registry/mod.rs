@@ -361,6 +361,12 @@ impl Announcement {
         Ok(())
     }
 
+    /// A handle changing the announced record in place (the id must stay
+    /// the same), e.g. from a task that keeps the shard list current.
+    pub(crate) fn record_sender(&self) -> watch::Sender<WorkerRecord> {
+        self.record.clone()
+    }
+
     /// Whether the record is in the registry as far as this worker knows
     /// (false while etcd is unreachable and until it has re-registered).
     pub fn is_registered(&self) -> bool {
@@ -410,6 +416,43 @@ impl Drop for Announcement {
         }
     }
 }
+
+/// `impl Registry for $ty` with the given membership methods and the catalog
+/// methods of a `MemCatalog` in the field `catalog` (the embedded and static
+/// registries).
+macro_rules! impl_registry_with_mem_catalog {
+    ($ty:ty { $($membership:tt)* }) => {
+        #[async_trait]
+        impl Registry for $ty {
+        $($membership)*
+
+        async fn tables(&self) -> Result<Vec<TableRecord>> {
+            Ok(self.catalog.tables())
+        }
+
+        async fn table(&self, name: &str) -> Result<Option<VersionedTable>> {
+            Ok(self.catalog.table(name))
+        }
+
+        async fn put_table(&self, record: &TableRecord) -> Result<u64> {
+            self.catalog.put(record)
+        }
+
+        async fn put_table_if(&self, record: &TableRecord, expected: u64) -> Result<CasOutcome> {
+            self.catalog.put_if(record, expected)
+        }
+
+        async fn delete_table(&self, name: &str) -> Result<bool> {
+            self.catalog.delete(name)
+        }
+
+        async fn watch_tables(&self) -> Result<watch::Receiver<Vec<TableRecord>>> {
+            Ok(self.catalog.watch())
+        }
+        }
+    };
+}
+use impl_registry_with_mem_catalog;
 
 /// Publishes `new` into `tx` if it differs from the current value.
 fn publish<T: PartialEq>(tx: &watch::Sender<Vec<T>>, new: Vec<T>) {

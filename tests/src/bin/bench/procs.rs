@@ -103,18 +103,18 @@ impl PinnedCluster {
             urls.push(url);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let coordinator = flight_coordinator::server::start(
-            CoordinatorConfig {
-                secret: Bytes::from(secret),
-                data_dir: None,
-                engine: EngineConfig::default(),
-                security: Default::default(),
-            },
-            urls,
-            listener,
-        )
-        .await
-        .unwrap();
+        let config = CoordinatorConfig {
+            secret: Bytes::from(secret),
+            engine: EngineConfig::default(),
+            security: Default::default(),
+        };
+        let pool = flight_coordinator::server::worker_pool(&config);
+        let registry = flight_coordinator::server::static_registry(&pool, &urls, None)
+            .await
+            .unwrap();
+        let coordinator = flight_coordinator::server::start(config, registry, listener)
+            .await
+            .unwrap();
         Self {
             children,
             coordinator: Some(coordinator),
