@@ -90,6 +90,9 @@ pub struct Engine {
     pub config: EngineConfig,
     /// Cancellation of the client queries merged here.
     cancels: Arc<Cancels>,
+    /// Per table: writes hold it shared, a shard move exclusively.
+    table_locks:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 /// Replaces `?` placeholders with `$1`, `$2`, ... (outside strings and
@@ -184,7 +187,8 @@ fn name_casts(stmt: &mut Statement) {
 /// Whether a statement returns rows or an update count.
 pub fn classify(sql: &str) -> Result<StatementKind> {
     let sql = number_placeholders(sql)?;
-    if crate::types::parse_create_table(&sql).is_some() {
+    if crate::types::parse_create_table(&sql).is_some() || crate::shard_move::parse(&sql).is_some()
+    {
         return Ok(StatementKind::Update);
     }
     Ok(match parse_one(&sql)? {
@@ -370,15 +374,23 @@ impl Engine {
             planner,
             config,
             cancels: Arc::default(),
+            table_locks: Default::default(),
         };
         let schema = Arc::new(ClusterSchema {
             catalog: Arc::clone(&engine.catalog),
         });
-        engine
+        let catalog = engine
             .ctx
             .catalog(CATALOG)
-            .ok_or_else(|| Error::Internal(format!("catalog {CATALOG} is missing")))?
-            .register_schema(SCHEMA, schema)?;
+            .ok_or_else(|| Error::Internal(format!("catalog {CATALOG} is missing")))?;
+        catalog.register_schema(SCHEMA, schema)?;
+        catalog.register_schema(
+            crate::system::SYSTEM_SCHEMA,
+            Arc::new(crate::system::SystemSchema {
+                catalog: Arc::clone(&engine.catalog),
+                pool: Arc::clone(&engine.pool),
+            }),
+        )?;
         Ok(engine)
     }
 
@@ -677,6 +689,9 @@ impl Engine {
     /// Runs DDL or DML; returns the affected row count.
     pub async fn execute_update(&self, sql: &str, params: Option<&RecordBatch>) -> Result<i64> {
         let sql = number_placeholders(sql)?;
+        if let Some(m) = crate::shard_move::parse(&sql) {
+            return self.move_shard(&m?).await;
+        }
         // CREATE TABLE with a column list is read in DuckDB spelling (types
         // DataFusion does not know); everything else as usual.
         let stmt = match crate::types::parse_create_table(&sql) {
@@ -903,7 +918,11 @@ impl Engine {
         results.into_iter().filter_map(|r| r.err()).collect()
     }
 
-    async fn drop_shard(&self, url: &str, target: fsql_proto::ShardTarget) -> Result<()> {
+    pub(crate) async fn drop_shard(
+        &self,
+        url: &str,
+        target: fsql_proto::ShardTarget,
+    ) -> Result<()> {
         self.pool
             .action(
                 url,
@@ -919,7 +938,7 @@ impl Engine {
     /// Creates an empty shard replica on a worker, replacing whatever a
     /// table of the same name left there (a replica on a worker that was
     /// down when its table was dropped).
-    async fn fresh_shard(
+    pub(crate) async fn fresh_shard(
         &self,
         url: String,
         target: fsql_proto::ShardTarget,
@@ -1004,11 +1023,35 @@ impl Engine {
         meta: &TableMeta,
         stream: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
     ) -> Result<u64> {
+        // A shard move of the table finishes first; then the placement is
+        // read again.
+        let lock = self.table_lock(&meta.name);
+        let _moves_wait = lock.read().await;
+        let meta = self
+            .catalog
+            .table(&meta.name)
+            .ok_or_else(|| Error::NotFound(format!("table {} does not exist", meta.name)))?;
         if meta.replicas > 1 {
-            self.check_replicas_reachable(meta).await?;
+            self.check_replicas_reachable(&meta).await?;
         }
         let catalog = Arc::clone(&self.catalog);
-        crate::ingest::write_table(&self.pool, move |id| catalog.worker_url(id), meta, stream).await
+        crate::ingest::write_table(&self.pool, move |id| catalog.worker_url(id), &meta, stream)
+            .await
+    }
+
+    /// The lock serializing writes with shard moves of one table.
+    pub(crate) fn table_lock(&self, table: &str) -> Arc<tokio::sync::RwLock<()>> {
+        Arc::clone(
+            self.table_locks
+                .lock()
+                .entry(table.to_string())
+                .or_default(),
+        )
+    }
+
+    /// Ids of the client queries running now.
+    pub(crate) fn running_queries(&self) -> Vec<String> {
+        self.cancels.running()
     }
 
     /// Before writing a replicated table: every replica's worker answers,

@@ -224,14 +224,27 @@ impl ExecutionPlan for ShardGatherExec {
 fn worker_failed(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Aborted
+            // hyper reports a connection that died under a request as
+            // "operation was canceled" (a cancelled query ends before this:
+            // see `Engine::execute`).
+            | tonic::Code::Cancelled
     )
 }
 
-/// Reads one shard from the first replica that answers. A replica that
-/// fails before it sent any batch is replaced by the next one; after a
-/// batch was passed on, the shard cannot be restarted without repeating
-/// rows, and the query fails with UNAVAILABLE naming shard and worker.
+/// How much of a replicated shard's result is held back until the shard's
+/// stream is complete, so that a replica failing mid-stream can be replaced
+/// without repeating rows.
+const REPLICA_HOLD_BYTES: usize = 64 << 20;
+
+/// Reads one shard from the first replica that answers. A replicated
+/// shard's batches are held back (up to [`REPLICA_HOLD_BYTES`]) until its
+/// stream ends, and a replica that fails meanwhile is replaced by the next
+/// one, its batches discarded. Once batches were passed on, the shard
+/// cannot be restarted without repeating rows, and the query fails with
+/// UNAVAILABLE naming shard and worker.
 fn replica_stream(
     pool: Arc<WorkerPool>,
     ticket: Bytes,
@@ -245,7 +258,13 @@ fn replica_stream(
         label: String,
         next: usize,
         current: Option<(String, arrow_flight::decode::FlightRecordBatchStream)>,
+        /// Batches were passed on (or may be, without holding back).
         sent: bool,
+        /// Batches of the current replica not passed on yet.
+        held: std::collections::VecDeque<arrow::array::RecordBatch>,
+        held_bytes: usize,
+        /// The current replica's stream ended: pass on what is held.
+        complete: bool,
         failures: Vec<String>,
         done: bool,
     }
@@ -264,6 +283,8 @@ fn replica_stream(
             ))
         }
     }
+    // With one replica there is nothing to fail over to: nothing is held.
+    let sent = route.urls.len() < 2;
     let state = State {
         pool,
         ticket,
@@ -271,7 +292,10 @@ fn replica_stream(
         label,
         next: 0,
         current: None,
-        sent: false,
+        sent,
+        held: Default::default(),
+        held_bytes: 0,
+        complete: false,
         failures: Vec::new(),
         done: false,
     };
@@ -279,6 +303,14 @@ fn replica_stream(
         loop {
             if st.done {
                 return None;
+            }
+            if st.sent || st.complete {
+                if let Some(batch) = st.held.pop_front() {
+                    return Some((Ok(batch), st));
+                }
+                if st.complete {
+                    return None;
+                }
             }
             let Some((url, stream)) = st.current.as_mut() else {
                 let Some(url) = st.route.urls.get(st.next).cloned() else {
@@ -305,11 +337,15 @@ fn replica_stream(
                 continue;
             };
             match stream.next().await {
+                Some(Ok(batch)) if st.sent => return Some((Ok(batch), st)),
                 Some(Ok(batch)) => {
-                    st.sent = true;
-                    return Some((Ok(batch), st));
+                    st.held_bytes += batch.get_array_memory_size();
+                    st.held.push_back(batch);
+                    if st.held_bytes > REPLICA_HOLD_BYTES {
+                        st.sent = true;
+                    }
                 }
-                None => return None,
+                None => st.complete = true,
                 Some(Err(e)) => {
                     let status = match e {
                         arrow_flight::error::FlightError::Tonic(s) => *s,
@@ -327,6 +363,8 @@ fn replica_stream(
                         st.failures
                             .push(format!("worker {url}: {}", status.message()));
                         st.current = None;
+                        st.held.clear();
+                        st.held_bytes = 0;
                         continue;
                     }
                     st.done = true;

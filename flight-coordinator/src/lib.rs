@@ -4,8 +4,9 @@
 //! worker set (`catalog`), SQL planning with DataFusion and the distributed
 //! planner (`engine`, `planner`, `semantics`), the merge executor that reads
 //! shard fragments (`gather`), the shard router for every write (`ingest`,
-//! `ingest_cmd`), and the embedded `local` cluster. It never touches DuckDB
-//! directly: workers do, through signed tickets and requests.
+//! `ingest_cmd`), shard moves (`shard_move`), the `system` tables (`system`), the embedded `local` cluster, and metrics with the
+//! `/metrics`, `/health` and `/ready` HTTP routes (`metrics`). It never
+//! touches DuckDB directly: workers do, through signed tickets and requests.
 
 pub mod catalog;
 pub mod engine;
@@ -15,12 +16,15 @@ pub mod ingest;
 pub mod ingest_cmd;
 pub mod local;
 pub mod metadata;
+pub mod metrics;
 pub mod optimizer;
 pub mod planner;
 pub mod semantics;
 pub mod server;
 pub mod service;
+pub mod shard_move;
 pub mod shell;
+pub mod system;
 pub mod table;
 pub mod tpch;
 pub mod types;

@@ -35,7 +35,7 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -44,6 +44,7 @@ use crate::engine::{CATALOG, Engine, PlannedQuery, SCHEMA, StatementKind};
 use crate::error::{Error, df_to_status};
 use crate::gather::shard_ticket;
 use crate::metadata;
+use crate::metrics::{QueryKind, StatementTimer, metrics};
 use crate::planner::Distributed;
 use flight_worker::session::{SessionSettings, Sessions};
 
@@ -60,7 +61,9 @@ pub struct FlightSqlServiceImpl {
     sql_info: SqlInfoData,
     xdbc_types: XdbcTypeInfoData,
     sessions: Sessions,
-    plans: Mutex<HashMap<String, (Instant, PlannedQuery)>>,
+    /// Planned merged queries by query id: when cached, the plan, and how
+    /// long planning took (for `fsql_query_duration_seconds`).
+    plans: Mutex<HashMap<String, (Instant, PlannedQuery, Duration)>>,
 }
 
 fn status(e: Error) -> Status {
@@ -160,6 +163,9 @@ impl FlightSqlServiceImpl {
         descriptor: FlightDescriptor,
         settings: &SessionSettings,
     ) -> Result<FlightInfo, Status> {
+        // Observed on return (updates, direct results, failures), or
+        // handed to the DoGet of a merged result.
+        let timer = StatementTimer::start();
         if crate::engine::classify(sql).map_err(status)? == StatementKind::Update {
             // DDL/DML sent as a query (ADBC does this): run it now and
             // answer with an empty result.
@@ -222,11 +228,12 @@ impl FlightSqlServiceImpl {
                     self.statement_ticket(&query_id, sql, params.as_ref(), settings.distributed)?;
                 info = info.with_endpoint(FlightEndpoint::new().with_ticket(ticket));
                 info = info.with_ordered(true);
+                let planning = timer.defer();
                 let mut plans = self.plans.lock();
                 let now = Instant::now();
-                plans.retain(|_, (t, _)| now.duration_since(*t) < PLAN_CACHE_TTL);
+                plans.retain(|_, (t, _, _)| now.duration_since(*t) < PLAN_CACHE_TTL);
                 if plans.len() < PLAN_CACHE_MAX {
-                    plans.insert(query_id, (now, planned));
+                    plans.insert(query_id, (now, planned, planning));
                 }
             }
         }
@@ -456,15 +463,23 @@ impl FlightSqlService for FlightSqlServiceImpl {
                 .map_err(Status::from);
             return Ok(Response::new(Box::pin(stream)));
         }
-        let cached = self.plans.lock().remove(&t.query_id).map(|(_, p)| p);
-        let planned = match cached {
-            Some(p) => p,
+        let cached = self
+            .plans
+            .lock()
+            .remove(&t.query_id)
+            .map(|(_, p, planning)| (p, planning));
+        // Observed when the stream ends or is dropped (or on an error).
+        let (planned, timer) = match cached {
+            Some((p, planning)) => (p, StatementTimer::resume(planning)),
             None => {
+                let timer = StatementTimer::start();
                 let params = params_from_bytes(&t.parameters)?;
-                self.engine
+                let planned = self
+                    .engine
                     .plan_query(&t.sql, params.as_ref(), &t.query_id, t.distributed)
                     .await
-                    .map_err(status)?
+                    .map_err(status)?;
+                (planned, timer)
             }
         };
         let schema = Arc::clone(&planned.schema);
@@ -474,6 +489,13 @@ impl FlightSqlService for FlightSqlServiceImpl {
             .with_schema(schema)
             .build(stream.map_err(|e| FlightError::Tonic(Box::new(df_to_status(e)))))
             .map_err(Status::from);
+        // The statement is observed when its stream ends (before the
+        // client sees the end) or is dropped.
+        let mut timer = Some(timer);
+        let stream = stream.chain(futures::stream::poll_fn(move |_| {
+            drop(timer.take());
+            std::task::Poll::Ready(None)
+        }));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -493,6 +515,8 @@ impl FlightSqlService for FlightSqlServiceImpl {
         cmd: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        metrics().query(QueryKind::Update);
+        let _timer = StatementTimer::start();
         self.engine
             .execute_update(&cmd.query, None)
             .await
@@ -518,6 +542,8 @@ impl FlightSqlService for FlightSqlServiceImpl {
         cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        metrics().query(QueryKind::Prepared);
+        let _timer = StatementTimer::start();
         let (sql, bound) = self.open_handle(&cmd.prepared_statement_handle)?;
         let batches = collect_batches(request.into_inner()).await?;
         let params = match concat(&batches)? {
@@ -535,6 +561,8 @@ impl FlightSqlService for FlightSqlServiceImpl {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        metrics().query(QueryKind::Ingest);
+        let _timer = StatementTimer::start();
         crate::ingest_cmd::ingest(&self.engine, cmd, request.into_inner())
             .await
             .map_err(status)
@@ -834,12 +862,21 @@ impl CoordinatorFlightService {
     }
 }
 
-fn decode_command(bytes: &[u8], what: &str) -> Result<(), Status> {
+fn decode_command(bytes: &[u8], what: &str) -> Result<arrow_flight::sql::Command, Status> {
     let any = Any::decode(bytes)
         .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))?;
     arrow_flight::sql::Command::try_from(any)
-        .map(|_| ())
         .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+/// The `fsql_queries_total` kind of a `GetFlightInfo` command.
+fn info_kind(command: &arrow_flight::sql::Command) -> QueryKind {
+    use arrow_flight::sql::Command;
+    match command {
+        Command::CommandStatementQuery(_) => QueryKind::Query,
+        Command::CommandPreparedStatementQuery(_) => QueryKind::Prepared,
+        _ => QueryKind::Metadata,
+    }
 }
 
 type Resp<T> = Result<Response<T>, Status>;
@@ -858,23 +895,29 @@ impl FlightService for CoordinatorFlightService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Resp<Self::HandshakeStream> {
-        FlightService::handshake(&self.inner, request).await
+        metrics().counted(FlightService::handshake(&self.inner, request).await)
     }
 
     async fn list_flights(
         &self,
         request: Request<arrow_flight::Criteria>,
     ) -> Resp<Self::ListFlightsStream> {
-        FlightService::list_flights(&self.inner, request).await
+        metrics().counted(FlightService::list_flights(&self.inner, request).await)
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Resp<FlightInfo> {
-        decode_command(&request.get_ref().cmd, "Flight SQL command")?;
-        FlightService::get_flight_info(&self.inner, request).await
+        let result: Resp<FlightInfo> = async {
+            let command = decode_command(&request.get_ref().cmd, "Flight SQL command")?;
+            metrics().query(info_kind(&command));
+            FlightService::get_flight_info(&self.inner, request).await
+        }
+        .await;
+        metrics().counted(result)
     }
 
     /// Planning is quick, so a poll completes at once: the reply holds the
-    /// whole FlightInfo and no descriptor to poll again.
+    /// whole FlightInfo and no descriptor to poll again. (Metrics are
+    /// counted by `get_flight_info`.)
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
@@ -892,30 +935,73 @@ impl FlightService for CoordinatorFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Resp<arrow_flight::SchemaResult> {
-        let schema = self.inner.schema_of(&request).await?;
-        let schema = schema_ipc(&schema)?;
-        Ok(Response::new(arrow_flight::SchemaResult { schema }))
+        let result: Resp<arrow_flight::SchemaResult> = async {
+            let schema = self.inner.schema_of(&request).await?;
+            let schema = schema_ipc(&schema)?;
+            Ok(Response::new(arrow_flight::SchemaResult { schema }))
+        }
+        .await;
+        metrics().counted(result)
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Resp<Self::DoGetStream> {
-        decode_command(
-            &request.get_ref().ticket,
-            "ticket (not one this coordinator issued)",
-        )?;
-        FlightService::do_get(&self.inner, request).await
+        let result: Resp<Self::DoGetStream> = async {
+            let command = decode_command(
+                &request.get_ref().ticket,
+                "ticket (not one this coordinator issued)",
+            )?;
+            let bytes = match command {
+                arrow_flight::sql::Command::TicketStatementQuery(_) => &metrics().bytes_merged,
+                _ => &metrics().bytes_metadata,
+            };
+            let stream = FlightService::do_get(&self.inner, request).await?;
+            // Bytes streamed and errors ending the stream.
+            let stream = stream.into_inner().inspect(move |item| match item {
+                Ok(data) => bytes.inc_by((data.data_header.len() + data.data_body.len()) as u64),
+                Err(status) => metrics().error(status.code()),
+            });
+            Ok(Response::new(Box::pin(stream) as Self::DoGetStream))
+        }
+        .await;
+        metrics().counted(result)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<arrow_flight::FlightData>>,
     ) -> Resp<Self::DoPutStream> {
-        FlightService::do_put(&self.inner, request).await
+        metrics().counted(FlightService::do_put(&self.inner, request).await)
     }
 
     async fn do_action(
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Resp<Self::DoActionStream> {
+        metrics().counted(self.action(request).await)
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<arrow_flight::Empty>,
+    ) -> Resp<Self::ListActionsStream> {
+        metrics().counted(FlightService::list_actions(&self.inner, request).await)
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Resp<Self::DoExchangeStream> {
+        metrics().counted(FlightService::do_exchange(&self.inner, request).await)
+    }
+}
+
+impl CoordinatorFlightService {
+    /// `DoAction`: session actions, `CancelFlightInfo`, then the Flight SQL
+    /// actions.
+    async fn action(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Resp<<Self as FlightService>::DoActionStream> {
         let kind = request.get_ref().r#type.as_str();
         if Sessions::handles(kind) {
             let reply = self
@@ -923,7 +1009,8 @@ impl FlightService for CoordinatorFlightService {
                 .sessions
                 .action(request.get_ref(), request.metadata())?;
             return Ok(reply.into_response(|results| {
-                Box::pin(futures::stream::iter(results.into_iter().map(Ok))) as Self::DoActionStream
+                Box::pin(futures::stream::iter(results.into_iter().map(Ok)))
+                    as <Self as FlightService>::DoActionStream
             }));
         }
         if kind == CANCEL_FLIGHT_INFO {
@@ -944,19 +1031,5 @@ impl FlightService for CoordinatorFlightService {
             }))));
         }
         FlightService::do_action(&self.inner, request).await
-    }
-
-    async fn list_actions(
-        &self,
-        request: Request<arrow_flight::Empty>,
-    ) -> Resp<Self::ListActionsStream> {
-        FlightService::list_actions(&self.inner, request).await
-    }
-
-    async fn do_exchange(
-        &self,
-        request: Request<Streaming<arrow_flight::FlightData>>,
-    ) -> Resp<Self::DoExchangeStream> {
-        FlightService::do_exchange(&self.inner, request).await
     }
 }

@@ -163,6 +163,25 @@ impl WorkerPool {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// Row counts and sizes of shards held by one worker.
+    pub async fn shard_stats(
+        &self,
+        url: &str,
+        targets: Vec<ShardTarget>,
+    ) -> Result<Vec<fsql_proto::ShardStat>> {
+        let bodies = self
+            .action(
+                url,
+                flight_worker::ACTION_SHARD_STATS,
+                worker_request::Request::ShardStats(fsql_proto::ShardStatsRequest { targets }),
+            )
+            .await?;
+        let body = bodies.into_iter().next().unwrap_or_default();
+        Ok(fsql_proto::ShardStatsResponse::decode(body)
+            .map_err(|e| Error::Internal(format!("worker {url} sent bad shard stats: {e}")))?
+            .stats)
+    }
+
     /// Appends a stream of batches to one shard replica; returns rows written.
     pub async fn put(
         &self,

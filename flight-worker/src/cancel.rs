@@ -48,6 +48,11 @@ impl Cancels {
         })
     }
 
+    /// The ids of the queries with work running now.
+    pub fn running(&self) -> Vec<String> {
+        self.state.lock().running.keys().cloned().collect()
+    }
+
     /// Cancels the running work of `query_id` and refuses new work for it.
     pub fn cancel(&self, query_id: &str) {
         let now = Instant::now();
@@ -98,6 +103,7 @@ mod tests {
         let cancels = Arc::new(Cancels::default());
         let a = cancels.register("q").unwrap();
         let b = cancels.register("q").unwrap();
+        assert_eq!(cancels.running(), ["q"]);
         cancels.cancel("q");
         assert!(a.token().is_cancelled() && b.token().is_cancelled());
         assert!(cancels.register("q").is_none());

@@ -24,14 +24,19 @@
 //! DuckDB work to the blocking pool through bounded channels) and the
 //! [`start`]/[`run`] seam used by the binary, by the coordinator's embedded
 //! `local` mode and by tests. [`registry`] is the membership and catalog
-//! store (embedded, static, etcd) shared with the coordinator. The worker does not plan queries, route rows
-//! or know about other workers.
+//! store (embedded, static, etcd) shared with the coordinator. [`http`] is a
+//! tiny HTTP/1.1 server and [`metrics`] a Prometheus registry with the
+//! worker's series and its `/metrics`, `/health` and `/ready` routes. The
+//! worker does not plan queries, route rows or know about other workers.
 
 pub mod auth;
 pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod fragment;
+pub mod http;
+pub mod membership;
+pub mod metrics;
 pub mod registry;
 mod server;
 pub mod service;

@@ -43,6 +43,7 @@ use tracing::{Instrument, Span};
 
 use crate::cancel::{CancelGuard, Cancels};
 use crate::error::{Error, Result};
+use crate::metrics::WorkerMetrics;
 use crate::session::{self, Sessions};
 use crate::storage::{self, AppendMessage, Storage};
 use crate::{fragment, sqlgen};
@@ -119,6 +120,8 @@ pub struct WorkerService {
     abort: CancellationToken,
     cancels: Arc<Cancels>,
     sessions: Arc<Sessions>,
+    /// This worker's series in the process's metrics registry.
+    metrics: WorkerMetrics,
 }
 
 impl WorkerService {
@@ -132,6 +135,7 @@ impl WorkerService {
         tasks: TaskTracker,
         abort: CancellationToken,
     ) -> Self {
+        let metrics = WorkerMetrics::new(storage.worker_id());
         Self {
             storage,
             signer,
@@ -139,6 +143,7 @@ impl WorkerService {
             abort,
             cancels: Arc::default(),
             sessions: Arc::default(),
+            metrics,
         }
     }
 
@@ -206,12 +211,33 @@ impl WorkerService {
                 ));
             }
         }
+        let rows_sent = self.metrics.rows_sent.clone();
+        let batches = ReceiverStream::new(rx).inspect(move |batch| {
+            if let Ok(batch) = batch {
+                rows_sent.inc_by(batch.num_rows() as u64);
+            }
+        });
         let flight = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
             .with_schema(expected)
-            .build(ReceiverStream::new(rx))
+            .build(batches)
             .map_err(Status::from);
         Ok(until_aborted(flight, self.abort.clone(), cancel).boxed())
+    }
+
+    /// Verifies a DoGet's shard ticket and starts its fragment.
+    async fn open_fragment(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let ticket: ShardTicket = self
+            .signer
+            .verify(&request.get_ref().ticket)
+            .map_err(Error::from)?;
+        let span = tracing::info_span!("do_get", query_id = %ticket.query_id, shard = ticket.shard);
+        async move { self.get(ticket).await.map_err(Status::from) }
+            .instrument(span)
+            .await
     }
 
     async fn put(
@@ -546,17 +572,34 @@ impl FlightService for WorkerService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket: ShardTicket = self
-            .signer
-            .verify(&request.get_ref().ticket)
-            .map_err(Error::from)?;
-        let span = tracing::info_span!("do_get", query_id = %ticket.query_id, shard = ticket.shard);
-        async move {
-            let stream = self.get(ticket).await.map_err(Status::from)?;
-            Ok(Response::new(stream))
-        }
-        .instrument(span)
-        .await
+        // Metrics: every DoGet is a shard read started; its time runs
+        // until the stream ends or is dropped; errors before or during the
+        // stream are counted by code.
+        self.metrics.fragments.inc();
+        let timer = self.metrics.fragment_seconds.start_timer();
+        let started = self.open_fragment(request).await;
+        let stream = match started {
+            Ok(stream) => stream,
+            Err(status) => {
+                self.metrics.fragment_error(status.code());
+                return Err(status);
+            }
+        };
+        let metrics = self.metrics.clone();
+        let stream = stream.inspect(move |item| match item {
+            Ok(data) => metrics
+                .bytes_sent
+                .inc_by((data.data_header.len() + data.data_body.len()) as u64),
+            Err(status) => metrics.fragment_error(status.code()),
+        });
+        // The time is observed when the stream ends (before the client
+        // sees the end) or is dropped.
+        let mut timer = Some(timer);
+        let stream = stream.chain(stream::poll_fn(move |_| {
+            drop(timer.take());
+            std::task::Poll::Ready(None)
+        }));
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn do_put(
@@ -598,6 +641,7 @@ impl FlightService for WorkerService {
         let span = tracing::info_span!("do_put", query_id = %query_id, table = %table);
         async move {
             let rows = self.put(first, target, input).await.map_err(Status::from)?;
+            self.metrics.rows_written.inc_by(rows);
             tracing::info!(rows, "append committed");
             let result = PutResult {
                 app_metadata: WriteResult { rows }.encode_to_vec().into(),

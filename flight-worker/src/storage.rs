@@ -349,6 +349,39 @@ pub fn ping(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// DuckDB's memory use and the number of shard tables, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceUsage {
+    /// `sum(memory_usage_bytes)` of `duckdb_memory()`.
+    pub memory_bytes: u64,
+    /// Tables named like shards (`<table>__s<n>`, `<table>__ref`).
+    pub shard_tables: u64,
+}
+
+/// Reads DuckDB's memory use and counts the shard tables.
+pub fn resource_usage(conn: &Connection) -> Result<ResourceUsage> {
+    let memory: i64 = conn
+        .query_row(
+            "SELECT CAST(coalesce(sum(memory_usage_bytes), 0) AS BIGINT) FROM duckdb_memory()",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(Error::duckdb("reading duckdb_memory()"))?;
+    let shards: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_tables() \
+             WHERE database_name = current_database() AND schema_name = current_schema() \
+             AND regexp_matches(table_name, '__(s[0-9]+|ref)$')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(Error::duckdb("counting shard tables"))?;
+    Ok(ResourceUsage {
+        memory_bytes: u64::try_from(memory).unwrap_or(0),
+        shard_tables: u64::try_from(shards).unwrap_or(0),
+    })
+}
+
 /// Whether `table` exists in the worker's database. DuckDB resolves names
 /// case-insensitively, and so does this.
 pub fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
@@ -789,6 +822,34 @@ mod tests {
             shard,
             reference: false,
         }
+    }
+
+    #[test]
+    fn resource_usage_reads_duckdb_memory() {
+        let conn = memory();
+        let empty = resource_usage(&conn).unwrap();
+        assert_eq!(empty.shard_tables, 0);
+        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        create_shard(&conn, &target("t", 0), &schema).unwrap();
+        create_shard(&conn, &target("t", 12), &schema).unwrap();
+        create_shard(
+            &conn,
+            &ShardTarget {
+                table: "r".into(),
+                shard: 0,
+                reference: true,
+            },
+            &schema,
+        )
+        .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE not_a_shard(a INT); \
+             INSERT INTO t__s0 SELECT range FROM range(200000)",
+        )
+        .unwrap();
+        let usage = resource_usage(&conn).unwrap();
+        assert_eq!(usage.shard_tables, 3);
+        assert!(usage.memory_bytes > 0, "{usage:?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The etcd registry (etcd v3 API; etcd 3.4 or newer).
 //!
-//! * A worker's announcement grants a lease of the TTL (whole seconds,
-//!   rounded up), puts its `WorkerRecord` under
+//! * A worker's announcement grants a lease of the TTL less one keepalive
+//!   interval (whole seconds, at least 1), so that a worker dying just after
+//!   a keepalive still leaves the live set within the TTL (etcd checks
+//!   expiry every 500 ms), puts its `WorkerRecord` under
 //!   `/<prefix>/<cluster>/workers/<id>` with that lease and keeps the lease
 //!   alive every TTL/3 over one keepalive stream. If a keepalive or a write
 //!   fails (etcd down, the lease expired), it forgets the lease and
@@ -454,8 +456,10 @@ impl EtcdRegistry {
     }
 
     /// The background task of an announcement.
+    ///
+    /// See [`lease_secs`] for the lease it grants.
     async fn run(self, key: String, ttl: Duration, mut task: AnnounceTask) {
-        let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let ttl_secs = lease_secs(ttl);
         let id = task.record.borrow().id.clone();
         let mut backoff = Backoff::new(
             Duration::from_millis(100),
@@ -662,4 +666,9 @@ impl Registry for EtcdRegistry {
         self.watched(&self.inner.tables, self.inner.keys.catalog_prefix())
             .await
     }
+}
+/// The etcd lease of an announcement with `ttl`: the TTL less one
+/// keepalive interval, in whole seconds (at least 1).
+fn lease_secs(ttl: Duration) -> i64 {
+    (ttl.saturating_sub(keepalive_interval(ttl)).as_secs() as i64).max(1)
 }

@@ -2,6 +2,8 @@
 //! client that reads every endpoint of a FlightInfo like a real driver.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod etcd;
+
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
