@@ -302,6 +302,17 @@ impl FlightSqlServiceImpl {
                 b.append(CATALOG, SCHEMA, &t.name, "TABLE", &t.schema)?;
             }
         }
+        for name in crate::system::SYSTEM_TABLES {
+            if let Some(schema) = crate::system::table_schema(name) {
+                b.append(
+                    CATALOG,
+                    crate::system::SYSTEM_SCHEMA,
+                    name,
+                    "SYSTEM TABLE",
+                    &schema,
+                )?;
+            }
+        }
         b.build()
     }
 
@@ -653,6 +664,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut b = query.into_builder();
         b.append(CATALOG, SCHEMA);
+        b.append(CATALOG, crate::system::SYSTEM_SCHEMA);
         Self::batch_stream(b.build())
     }
 
@@ -688,6 +700,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut b = query.into_builder();
+        b.append("SYSTEM TABLE");
         b.append("TABLE");
         Self::batch_stream(b.build())
     }

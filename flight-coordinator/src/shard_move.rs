@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::table::ClusterTable;
+use flight_worker::fragment::ShardScanTable;
 
 /// How long the old copy is kept for queries that still read it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -206,8 +206,10 @@ impl Engine {
             .await?;
         let scan = LogicalPlanBuilder::scan(
             meta.name.as_str(),
-            provider_as_source(Arc::new(ClusterTable {
-                meta: Arc::new(meta.clone()),
+            provider_as_source(Arc::new(ShardScanTable {
+                table: meta.name.clone(),
+                reference: false,
+                schema: Arc::clone(&meta.schema),
             })),
             None,
         )?

@@ -80,9 +80,11 @@ def test_get_objects_columns_carry_xdbc_types(conn, tables):
     )
     [catalog] = objects
     assert catalog["catalog_name"] == CATALOG
-    [schema] = catalog["catalog_db_schemas"]
-    assert schema["db_schema_name"] == SCHEMA
-    [table] = schema["db_schema_tables"]
+    schemas = {s["db_schema_name"]: s for s in catalog["catalog_db_schemas"]}
+    # The cluster's tables and the system tables (none of them matches).
+    assert sorted(schemas) == [SCHEMA, "system"]
+    assert not schemas["system"]["db_schema_tables"]
+    [table] = schemas[SCHEMA]["db_schema_tables"]
     columns = {c["column_name"]: c for c in table["table_columns"]}
     # The column filter keeps amount, day (and drops id, region).
     assert sorted(columns) == ["amount", "day"]
@@ -98,7 +100,7 @@ def test_get_table_schema_and_types(conn, tables):
     assert schema.names == ["id", "amount", "region", "day"]
     assert schema.field("amount").type == pa.decimal128(12, 2)
     assert schema.field("day").type == pa.date32()
-    assert conn.adbc_get_table_types() == ["TABLE"]
+    assert conn.adbc_get_table_types() == ["SYSTEM TABLE", "TABLE"]
 
 
 def test_get_info_reports_the_server(conn):

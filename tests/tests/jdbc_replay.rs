@@ -463,9 +463,9 @@ async fn dbeaver_session_with_user_password_and_catalog() {
             },
         )
         .await;
-    assert_eq!(strings(&b, 1), vec!["public"]);
+    assert_eq!(strings(&b, 1), vec!["public", "system"]);
     let b = d.metadata(&url, CommandGetTableTypes {}).await;
-    assert_eq!(strings(&b, 0), vec!["TABLE"]);
+    assert_eq!(strings(&b, 0), vec!["SYSTEM TABLE", "TABLE"]);
     let tables = CommandGetTables {
         catalog: Some("fsql".into()),
         db_schema_filter_pattern: Some("public".into()),
