@@ -204,7 +204,7 @@ async fn a_joining_worker_gets_new_tables_and_shards_moved_onto_it() {
             ))
             .await
             .unwrap();
-        assert_eq!(column_strings(&after, 0), [new_id.clone()]);
+        assert_eq!(column_strings(&after, 0), std::slice::from_ref(&new_id));
         assert_eq!(column_strings(&after, 1), [before.to_string()]);
     }
     stop.store(true, Ordering::Relaxed);
