@@ -327,9 +327,7 @@ async fn tpch_vs_duckdb(opts: &Opts, url: &str) -> f64 {
         opts.workers, opts.threads_per_worker
     );
     println!();
-    println!("| query | DuckDB (ms) | cluster (ms) | ratio |");
-    println!("| --- | ---: | ---: | ---: |");
-    let (mut total_d, mut total_c) = (Duration::ZERO, Duration::ZERO);
+    let mut table = Comparison::new("DuckDB (ms)", "cluster (ms)", "ratio", |d, c| c / d);
     for n in opts.queries() {
         let sql = tpch::query(n).unwrap();
         let (mut d, mut c) = (Vec::new(), Vec::new());
@@ -356,23 +354,47 @@ async fn tpch_vs_duckdb(opts: &Opts, url: &str) -> f64 {
                 c.push(ce);
             }
         }
-        let (md, mc) = (median(d), median(c));
-        total_d += md;
-        total_c += mc;
-        println!(
-            "| Q{n} | {:.1} | {:.1} | {:.2} |",
-            ms(md),
-            ms(mc),
-            mc.as_secs_f64() / md.as_secs_f64()
-        );
+        table.row(n, d, c);
     }
-    println!(
-        "| **total** | {:.1} | {:.1} | {:.2} |",
-        ms(total_d),
-        ms(total_c),
-        total_c.as_secs_f64() / total_d.as_secs_f64()
-    );
-    total_c.as_secs_f64() / total_d.as_secs_f64()
+    table.total()
+}
+
+/// A per-query table of the medians of two sides, with their ratio, and a
+/// total row (the sums of the medians).
+pub(crate) struct Comparison {
+    ratio: fn(f64, f64) -> f64,
+    totals: (Duration, Duration),
+}
+
+impl Comparison {
+    /// Prints the header; `ratio(a, b)` of the two sides' seconds.
+    pub(crate) fn new(a: &str, b: &str, ratio_name: &str, ratio: fn(f64, f64) -> f64) -> Self {
+        println!("| query | {a} | {b} | {ratio_name} |");
+        println!("| --- | ---: | ---: | ---: |");
+        Self {
+            ratio,
+            totals: (Duration::ZERO, Duration::ZERO),
+        }
+    }
+
+    /// One query's row: the medians of `a` and `b`.
+    pub(crate) fn row(&mut self, n: usize, a: Vec<Duration>, b: Vec<Duration>) {
+        let (ma, mb) = (median(a), median(b));
+        self.totals.0 += ma;
+        self.totals.1 += mb;
+        self.print(&format!("Q{n}"), ma, mb);
+    }
+
+    fn print(&self, label: &str, a: Duration, b: Duration) -> f64 {
+        let r = (self.ratio)(a.as_secs_f64(), b.as_secs_f64());
+        println!("| {label} | {:.1} | {:.1} | {r:.2} |", ms(a), ms(b));
+        r
+    }
+
+    /// Prints the total row; returns its ratio.
+    pub(crate) fn total(self) -> f64 {
+        self.print("**total**", self.totals.0, self.totals.1)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use flight_coordinator::engine::EngineConfig;
@@ -13,7 +13,7 @@ use flight_coordinator::server::{CoordinatorConfig, CoordinatorHandle};
 use flight_coordinator::tpch;
 
 use crate::client::Client;
-use crate::{Opts, median, ms};
+use crate::{Comparison, Opts};
 
 /// Worker processes and the coordinator in front of them.
 struct PinnedCluster {
@@ -179,9 +179,7 @@ pub async fn scaling(opts: &Opts) -> f64 {
         }
     );
     println!();
-    println!("| query | 1 worker (ms) | 2 workers (ms) | speedup |");
-    println!("| --- | ---: | ---: | ---: |");
-    let (mut t1, mut t2) = (Duration::ZERO, Duration::ZERO);
+    let mut table = Comparison::new("1 worker (ms)", "2 workers (ms)", "speedup", |a, b| a / b);
     for n in opts.queries() {
         let sql = tpch::query(n).unwrap();
         let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -197,23 +195,10 @@ pub async fn scaling(opts: &Opts) -> f64 {
                 b.push(e2);
             }
         }
-        let (m1, m2) = (median(a), median(b));
-        t1 += m1;
-        t2 += m2;
-        println!(
-            "| Q{n} | {:.1} | {:.1} | {:.2} |",
-            ms(m1),
-            ms(m2),
-            m1.as_secs_f64() / m2.as_secs_f64()
-        );
+        table.row(n, a, b);
     }
-    println!(
-        "| **total** | {:.1} | {:.1} | {:.2} |",
-        ms(t1),
-        ms(t2),
-        t1.as_secs_f64() / t2.as_secs_f64()
-    );
+    let speedup = table.total();
     one.shutdown().await;
     two.shutdown().await;
-    t1.as_secs_f64() / t2.as_secs_f64()
+    speedup
 }
