@@ -282,8 +282,7 @@ impl Catalog {
                 )));
             }
         }
-        self.wait_for(|tables| tables.contains(&record))
-            .await;
+        self.wait_for(|tables| tables.contains(&record)).await;
         Ok(self.table(&meta.name).unwrap_or_else(|| Arc::new(meta)))
     }
 
@@ -298,8 +297,7 @@ impl Catalog {
             .map_err(registry_error)?
         {
             CasOutcome::Written { .. } => {
-                self.wait_for(|tables| tables.contains(&record))
-                    .await;
+                self.wait_for(|tables| tables.contains(&record)).await;
                 Ok(())
             }
             CasOutcome::Conflict { .. } => Err(Error::Aborted(format!(
