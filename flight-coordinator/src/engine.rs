@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub default_shards: Option<u32>,
     /// Copies of each shard when `CREATE TABLE` gives no `replicas`.
     pub default_replicas: u32,
+    /// Finished statements kept for `system.queries`.
+    pub query_history: usize,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             direct: true,
             default_shards: None,
             default_replicas: 1,
+            query_history: crate::query_log::DEFAULT_HISTORY,
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct Engine {
     ctx: SessionContext,
     planner: Arc<FsqlQueryPlanner>,
     pub config: EngineConfig,
+    /// Running statements and the recent history (`system.queries`).
+    pub query_log: Arc<crate::query_log::QueryLog>,
     /// Cancellation of the client queries merged here.
     cancels: Arc<Cancels>,
     /// Per table: writes hold it shared, a shard move exclusively.
@@ -372,6 +377,7 @@ impl Engine {
             pool,
             ctx,
             planner,
+            query_log: Arc::new(crate::query_log::QueryLog::new(config.query_history)),
             config,
             cancels: Arc::default(),
             table_locks: Default::default(),
@@ -389,6 +395,7 @@ impl Engine {
             Arc::new(crate::system::SystemSchema {
                 catalog: Arc::clone(&engine.catalog),
                 pool: Arc::clone(&engine.pool),
+                queries: Arc::clone(&engine.query_log),
             }),
         )?;
         Ok(engine)
@@ -509,10 +516,16 @@ impl Engine {
         distributed: bool,
     ) -> Result<PlannedQuery> {
         let stmt = parse_one(&number_placeholders(sql)?)?;
-        if let Statement::Explain { statement, .. } = &stmt {
-            let batch = self
-                .explain(&statement.to_string(), params, distributed)
-                .await?;
+        if let Statement::Explain {
+            statement, analyze, ..
+        } = &stmt
+        {
+            let sql = statement.to_string();
+            let batch = if *analyze {
+                self.explain_analyze(&sql, params, distributed).await?
+            } else {
+                self.explain(&sql, params, distributed).await?
+            };
             let schema = batch.schema();
             let plan = self.ctx.read_batch(batch)?.into_unoptimized_plan();
             return Ok(PlannedQuery {
@@ -673,17 +686,82 @@ impl Engine {
                 })?;
             }
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("plan_type", DataType::Utf8, true),
-            Field::new("plan", DataType::Utf8, true),
-        ]));
-        Ok(RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
-            ],
-        )?)
+        explain_batch(&rows)
+    }
+
+    /// EXPLAIN ANALYZE: runs the query (merging every result here) and
+    /// shows the distributed plan, each fragment's shard reads (worker,
+    /// rows, time) and the merge plan with its metrics.
+    pub async fn explain_analyze(
+        &self,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        distributed: bool,
+    ) -> Result<RecordBatch> {
+        let query_id = format!("explain-analyze-{}", uuid::Uuid::new_v4());
+        let plan = self.logical_plan(sql).await?;
+        let planned = self
+            .plan_logical(plan, params, &query_id, distributed)
+            .await?;
+        let plan = match planned.plan {
+            Distributed::Merged(plan) => plan,
+            Distributed::Direct {
+                fragment,
+                routes,
+                label,
+            } => fragment_scan(&query_id, fragment, routes, label),
+        };
+        let state = self.state();
+        let started = std::time::Instant::now();
+        let physical = self.planner.create_physical_plan(&plan, &state).await?;
+        let mut stream = execute_stream(Arc::clone(&physical), state.task_ctx())?;
+        let mut result_rows = 0;
+        while let Some(batch) = stream.next().await {
+            result_rows += batch?.num_rows();
+        }
+        let elapsed = started.elapsed();
+        let mut rows: Vec<(String, String)> = vec![(
+            "distributed_plan".into(),
+            format!("Merged at the coordinator:\n{}", plan.display_indent()),
+        )];
+        let mut gathers = Vec::new();
+        shard_gathers(&physical, &mut gathers);
+        for (i, (label, mut runs)) in gathers.into_iter().enumerate() {
+            runs.sort_by_key(|r| r.shard);
+            let total: u64 = runs.iter().map(|r| r.rows).sum();
+            let mut text = format!("{} shard(s) of {label}, {total} rows:\n", runs.len());
+            for r in &runs {
+                text.push_str(&format!(
+                    "  shard {}: {} rows in {:.1} ms from {}{}\n",
+                    r.shard,
+                    r.rows,
+                    r.elapsed.as_secs_f64() * 1000.0,
+                    r.worker,
+                    if r.failovers > 0 {
+                        format!(" (after {} failed replica(s))", r.failovers)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            rows.push((format!("fragment #{i} (analyzed)"), text));
+        }
+        rows.push((
+            "merge_plan (analyzed)".into(),
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                physical.as_ref(),
+            )
+            .indent(true)
+            .to_string(),
+        ));
+        rows.push((
+            "total".into(),
+            format!(
+                "{result_rows} rows in {:.1} ms",
+                elapsed.as_secs_f64() * 1000.0
+            ),
+        ));
+        explain_batch(&rows)
     }
 
     /// Runs DDL or DML; returns the affected row count.
@@ -1079,6 +1157,34 @@ impl Engine {
             meta.name,
             failed.join("; ")
         )))
+    }
+}
+
+/// The two-column result of EXPLAIN.
+fn explain_batch(rows: &[(String, String)]) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, true),
+        Field::new("plan", DataType::Utf8, true),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+        ],
+    )?)
+}
+
+/// The shard reads of every `ShardGatherExec` in a physical plan.
+fn shard_gathers(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    out: &mut Vec<(String, Vec<crate::gather::ShardRun>)>,
+) {
+    if let Some(g) = plan.downcast_ref::<crate::gather::ShardGatherExec>() {
+        out.push(g.runs());
+    }
+    for child in plan.children() {
+        shard_gathers(child, out);
     }
 }
 

@@ -112,9 +112,29 @@ pub struct ShardGatherExec {
     pool: Arc<WorkerPool>,
     properties: Arc<PlanProperties>,
     label: String,
+    /// What each shard read did (for EXPLAIN ANALYZE).
+    runs: Arc<parking_lot::Mutex<Vec<ShardRun>>>,
+}
+
+/// One shard read of a [`ShardGatherExec`] that completed.
+#[derive(Debug, Clone)]
+pub struct ShardRun {
+    pub shard: u32,
+    /// The worker that answered.
+    pub worker: String,
+    pub rows: u64,
+    /// From the request to the end of the shard's stream.
+    pub elapsed: std::time::Duration,
+    /// Replicas tried before it.
+    pub failovers: usize,
 }
 
 impl ShardGatherExec {
+    /// The fragment's label and the shard reads completed so far.
+    pub fn runs(&self) -> (String, Vec<ShardRun>) {
+        (self.label.clone(), self.runs.lock().clone())
+    }
+
     pub fn try_new(node: &FragmentScan, pool: Arc<WorkerPool>) -> Result<Self> {
         let schema: SchemaRef = Arc::new(node.schema.as_arrow().clone());
         let fragment = flight_worker::fragment::encode_fragment(&node.fragment)?;
@@ -134,6 +154,7 @@ impl ShardGatherExec {
             pool,
             properties,
             label: node.label.clone(),
+            runs: Arc::default(),
         })
     }
 }
@@ -210,7 +231,13 @@ impl ExecutionPlan for ShardGatherExec {
             &self.fragment,
             &self.expected_schema,
         );
-        let stream = replica_stream(pool, ticket, route, self.label.clone());
+        let stream = replica_stream(
+            pool,
+            ticket,
+            route,
+            self.label.clone(),
+            Arc::clone(&self.runs),
+        );
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             stream.boxed(),
@@ -250,8 +277,12 @@ fn replica_stream(
     ticket: Bytes,
     route: ShardRoute,
     label: String,
+    runs: Arc<parking_lot::Mutex<Vec<ShardRun>>>,
 ) -> futures::stream::BoxStream<'static, Result<arrow::array::RecordBatch>> {
     struct State {
+        runs: Arc<parking_lot::Mutex<Vec<ShardRun>>>,
+        started: std::time::Instant,
+        rows: u64,
         pool: Arc<WorkerPool>,
         ticket: Bytes,
         route: ShardRoute,
@@ -286,6 +317,9 @@ fn replica_stream(
     // With one replica there is nothing to fail over to: nothing is held.
     let sent = route.urls.len() < 2;
     let state = State {
+        runs,
+        started: std::time::Instant::now(),
+        rows: 0,
         pool,
         ticket,
         route,
@@ -306,9 +340,19 @@ fn replica_stream(
             }
             if st.sent || st.complete {
                 if let Some(batch) = st.held.pop_front() {
+                    st.rows += batch.num_rows() as u64;
                     return Some((Ok(batch), st));
                 }
                 if st.complete {
+                    st.done = true;
+                    let run = ShardRun {
+                        shard: st.route.shard,
+                        worker: st.current.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+                        rows: st.rows,
+                        elapsed: st.started.elapsed(),
+                        failovers: st.failures.len(),
+                    };
+                    st.runs.lock().push(run);
                     return None;
                 }
             }
@@ -337,7 +381,10 @@ fn replica_stream(
                 continue;
             };
             match stream.next().await {
-                Some(Ok(batch)) if st.sent => return Some((Ok(batch), st)),
+                Some(Ok(batch)) if st.sent => {
+                    st.rows += batch.num_rows() as u64;
+                    return Some((Ok(batch), st));
+                }
                 Some(Ok(batch)) => {
                     st.held_bytes += batch.get_array_memory_size();
                     st.held.push_back(batch);

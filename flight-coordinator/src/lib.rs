@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod optimizer;
 pub mod planner;
+pub mod query_log;
 pub mod semantics;
 pub mod server;
 pub mod service;

@@ -10,12 +10,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use flight_coordinator::engine::EngineConfig;
 use flight_coordinator::local::{LocalCluster, LocalConfig};
+use flight_coordinator::metrics::{coordinator_routes, worker_collector};
 use flight_coordinator::server::{CoordinatorConfig, MAX_MESSAGE_BYTES, Security};
 use flight_worker::auth::{AuthConfig, DEFAULT_TOKEN_TTL, UserConfig};
 use flight_worker::config::{DurationValue, SizeValue, parse_duration, parse_size, read_toml};
+use flight_worker::http::Router;
 use flight_worker::registry::{Registry, RegistryOptions};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -54,6 +57,13 @@ struct ServerArgs {
     /// Lifetime of session tokens, e.g. 12h (default), 30m.
     #[arg(long, env = "FSQL_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
     token_ttl: Option<Duration>,
+    /// Address of the HTTP port serving /metrics (Prometheus), /health and
+    /// /ready, e.g. 0.0.0.0:8080 (port 0 picks a free port) [default: off].
+    #[arg(long, env = "FSQL_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Finished statements kept in system.queries [default: 1000].
+    #[arg(long, env = "FSQL_QUERY_HISTORY", value_name = "N")]
+    query_history: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +201,8 @@ struct ServeSection {
     tls_ca: Option<PathBuf>,
     max_message_size: Option<SizeValue>,
     token_ttl: Option<DurationValue>,
+    http_listen: Option<SocketAddr>,
+    query_history: Option<usize>,
 }
 
 /// `[local]`: the keys of `local`, named like its flags.
@@ -211,6 +223,8 @@ struct LocalSection {
     tls_ca: Option<PathBuf>,
     max_message_size: Option<SizeValue>,
     token_ttl: Option<DurationValue>,
+    http_listen: Option<SocketAddr>,
+    query_history: Option<usize>,
 }
 
 /// The security keys of a section.
@@ -340,6 +354,40 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("cannot listen on {addr}: {e}").into())
 }
 
+/// The HTTP server of `--http-listen` (metrics and health probes).
+struct HttpServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Serves `routes` on `listener` and prints the address.
+    fn start(listener: TcpListener, routes: Router) -> Result<Self, BoxError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("the HTTP listener's address: {e}"))?;
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            flight_worker::http::serve(listener, routes, stopped.cancelled_owned()).await;
+        });
+        println!("flight-coordinator http on http://{addr}");
+        Ok(Self { stop, task })
+    }
+
+    /// Stops accepting and drops open connections.
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn stop_http(http: Option<HttpServer>) {
+    if let Some(http) = http {
+        http.shutdown().await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
@@ -369,12 +417,24 @@ async fn main() -> Result<(), BoxError> {
             let listen = listen
                 .or(f.listen)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 32010)));
+            let http_listen = server.http_listen.or(f.http_listen);
             let require_auth = !file.users.is_empty();
             if !require_auth && !listen.ip().is_loopback() {
                 return Err(format!(
                     "refusing to start: `local` without users only listens on loopback, \
                      not {listen}; add [[users]] to a config file (--config) or use \
                      --listen 127.0.0.1:PORT"
+                )
+                .into());
+            }
+            if let Some(http) = http_listen
+                && !require_auth
+                && !http.ip().is_loopback()
+            {
+                return Err(format!(
+                    "refusing to start: `local` without users only listens on loopback, \
+                     not {http}; add [[users]] to a config file (--config) or use \
+                     --http-listen 127.0.0.1:PORT"
                 )
                 .into());
             }
@@ -392,6 +452,10 @@ async fn main() -> Result<(), BoxError> {
             )?;
             let tls = security.tls.is_some();
             let listener = bind(listen).await?;
+            let http_listener = match http_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            };
             let cluster = LocalCluster::start(
                 LocalConfig {
                     workers,
@@ -400,6 +464,10 @@ async fn main() -> Result<(), BoxError> {
                         .unwrap_or_else(|| PathBuf::from("./data/local")),
                     engine: EngineConfig {
                         direct: !(no_direct || f.no_direct.unwrap_or(false)),
+                        query_history: server
+                            .query_history
+                            .or(f.query_history)
+                            .unwrap_or(flight_coordinator::query_log::DEFAULT_HISTORY),
                         ..EngineConfig::default()
                     },
                     worker_threads: worker_threads.or(f.worker_threads),
@@ -422,9 +490,22 @@ async fn main() -> Result<(), BoxError> {
                 println!("auth: off (loopback only)");
             }
             println!("tls: {}", if tls { "on" } else { "off" });
+            let http = match http_listener {
+                Some(listener) => {
+                    let collectors = cluster
+                        .workers
+                        .iter()
+                        .map(|w| worker_collector(w.handle.storage()))
+                        .collect();
+                    let routes = coordinator_routes(Arc::clone(cluster.engine()), collectors);
+                    Some(HttpServer::start(listener, routes)?)
+                }
+                None => None,
+            };
             println!("flight-coordinator listening on {}", cluster.url());
             shutdown_signal().await;
             tracing::info!("shutting down");
+            stop_http(http).await;
             cluster.shutdown().await;
         }
         Command::Serve {
@@ -491,10 +572,18 @@ async fn main() -> Result<(), BoxError> {
             let worker_tls = security.tls.is_some() || security.tls_ca.is_some();
             let tls = security.tls.is_some();
             let listener = bind(listen).await?;
+            let http_listener = match server.http_listen.or(f.http_listen) {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            };
             let config = CoordinatorConfig {
                 secret: secret.into_bytes().into(),
                 engine: EngineConfig {
                     direct: !(no_direct || f.no_direct.unwrap_or(false)),
+                    query_history: server
+                        .query_history
+                        .or(f.query_history)
+                        .unwrap_or(flight_coordinator::query_log::DEFAULT_HISTORY),
                     ..EngineConfig::default()
                 },
                 security,
@@ -542,8 +631,16 @@ async fn main() -> Result<(), BoxError> {
                 println!("auth: off (--no-auth)");
             }
             println!("tls: {}", if tls { "on" } else { "off" });
+            let http = match http_listener {
+                Some(listener) => Some(HttpServer::start(
+                    listener,
+                    coordinator_routes(Arc::clone(coordinator.engine()), Vec::new()),
+                )?),
+                None => None,
+            };
             println!("flight-coordinator listening on {}", coordinator.url());
             shutdown_signal().await;
+            stop_http(http).await;
             coordinator.shutdown().await;
         }
         Command::Sql {
@@ -605,6 +702,30 @@ mod tests {
     }
 
     #[test]
+    fn http_listen_is_a_key_of_both_sections() {
+        let dir = std::env::temp_dir().join(format!("fsql-http-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fsql.toml");
+        std::fs::write(
+            &path,
+            "[coordinator]\nhttp_listen = \"0.0.0.0:8080\"\n\
+             [local]\nhttp_listen = \"127.0.0.1:8081\"\n",
+        )
+        .unwrap();
+        let file = load_file(Some(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let file = file.unwrap();
+        assert_eq!(
+            file.coordinator.http_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
+        assert_eq!(
+            file.local.http_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        );
+    }
+
+    #[test]
     fn flags_parse() {
         let cli = Cli::try_parse_from([
             "flight-coordinator",
@@ -616,6 +737,8 @@ mod tests {
             "--token-ttl",
             "30m",
             "--no-auth",
+            "--http-listen",
+            "127.0.0.1:8080",
         ])
         .unwrap();
         match cli.command {
@@ -629,6 +752,10 @@ mod tests {
                 assert_eq!(server.max_message_size, Some(1 << 30));
                 assert_eq!(server.token_ttl, Some(Duration::from_secs(1800)));
                 assert!(no_auth);
+                assert_eq!(
+                    server.http_listen,
+                    Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -46,6 +46,7 @@ use crate::gather::shard_ticket;
 use crate::metadata;
 use crate::metrics::{QueryKind, StatementTimer, metrics};
 use crate::planner::Distributed;
+use crate::query_log::Tracked;
 use flight_worker::session::{SessionSettings, Sessions};
 
 /// How long a prepared-statement handle stays valid.
@@ -63,11 +64,39 @@ pub struct FlightSqlServiceImpl {
     sessions: Sessions,
     /// Planned merged queries by query id: when cached, the plan, and how
     /// long planning took (for `fsql_query_duration_seconds`).
-    plans: Mutex<HashMap<String, (Instant, PlannedQuery, Duration)>>,
+    plans: Mutex<HashMap<String, CachedPlan>>,
 }
 
 fn status(e: Error) -> Status {
     e.into()
+}
+
+/// A merged query planned by GetFlightInfo, waiting for its DoGet: when it
+/// was cached, the plan, the planning time and its query-log entry.
+type CachedPlan = (Instant, PlannedQuery, Duration, Tracked);
+
+/// The user a request was authenticated as ("" without authentication).
+fn user_of<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<flight_worker::auth::AuthenticatedUser>()
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
+/// Records an update's outcome in the query log and returns it.
+fn logged(tracked: Tracked, result: crate::error::Result<i64>) -> Result<i64, Status> {
+    match result {
+        Ok(rows) => {
+            tracked.finish(Some(rows.max(0) as u64));
+            Ok(rows)
+        }
+        Err(e) => {
+            let e = status(e);
+            tracked.fail(&e);
+            Err(e)
+        }
+    }
 }
 
 fn schema_ipc(schema: &Schema) -> Result<Bytes, Status> {
@@ -162,18 +191,29 @@ impl FlightSqlServiceImpl {
         params: Option<RecordBatch>,
         descriptor: FlightDescriptor,
         settings: &SessionSettings,
+        user: &str,
     ) -> Result<FlightInfo, Status> {
         // Observed on return (updates, direct results, failures), or
         // handed to the DoGet of a merged result.
         let timer = StatementTimer::start();
-        if crate::engine::classify(sql).map_err(status)? == StatementKind::Update {
+        let tracked = self.engine.query_log.start("", user, sql);
+        let failed = |tracked: Tracked, e: crate::error::Error| {
+            let e = status(e);
+            tracked.fail(&e);
+            e
+        };
+        let kind = match crate::engine::classify(sql) {
+            Ok(kind) => kind,
+            Err(e) => return Err(failed(tracked, e)),
+        };
+        if kind == StatementKind::Update {
             // DDL/DML sent as a query (ADBC does this): run it now and
             // answer with an empty result.
-            let rows = self
-                .engine
-                .execute_update(sql, params.as_ref())
-                .await
-                .map_err(status)?;
+            let rows = match self.engine.execute_update(sql, params.as_ref()).await {
+                Ok(rows) => rows,
+                Err(e) => return Err(failed(tracked, e)),
+            };
+            tracked.finish(Some(rows.max(0) as u64));
             // One endpoint with an empty stream: clients that read the first
             // endpoint unconditionally (flightsql-dbapi) work too.
             let ticket = self.statement_ticket("", "", None, true)?;
@@ -187,11 +227,16 @@ impl FlightSqlServiceImpl {
                 .map_err(|e| Status::internal(e.to_string()));
         }
         let query_id = uuid::Uuid::new_v4().to_string();
-        let planned = self
+        let mut tracked = tracked;
+        tracked.set_id(&query_id);
+        let planned = match self
             .engine
             .plan_query(sql, params.as_ref(), &query_id, settings.distributed)
             .await
-            .map_err(status)?;
+        {
+            Ok(planned) => planned,
+            Err(e) => return Err(failed(tracked, e)),
+        };
         let mut info = FlightInfo::new()
             .try_with_schema(&planned.schema)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -220,6 +265,9 @@ impl FlightSqlServiceImpl {
                     }
                     info = info.with_endpoint(ep);
                 }
+                // The rows go from the workers to the client.
+                tracked.direct(routes.len());
+                tracked.finish(None);
             }
             // Merged here (a direct plan too when the client asked for
             // one endpoint: `execute` gathers its shards).
@@ -231,13 +279,19 @@ impl FlightSqlServiceImpl {
                 let planning = timer.defer();
                 let mut plans = self.plans.lock();
                 let now = Instant::now();
-                plans.retain(|_, (t, _, _)| now.duration_since(*t) < PLAN_CACHE_TTL);
+                plans.retain(|_, (t, ..)| now.duration_since(*t) < PLAN_CACHE_TTL);
                 if plans.len() < PLAN_CACHE_MAX {
-                    plans.insert(query_id, (now, planned, planning));
+                    plans.insert(query_id, (now, planned, planning, tracked));
                 }
             }
         }
         Ok(info)
+    }
+
+    /// Registers an update (DML, DDL, ingest) in the query log.
+    fn track_update<T>(&self, request: &Request<T>, sql: &str) -> Tracked {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.engine.query_log.start(&id, &user_of(request), sql)
     }
 
     /// The signed ticket of a result merged at this coordinator; an empty
@@ -439,8 +493,9 @@ impl FlightSqlService for FlightSqlServiceImpl {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let settings = self.settings(&request)?;
+        let user = user_of(&request);
         let info = self
-            .flight_info(&query.query, None, request.into_inner(), &settings)
+            .flight_info(&query.query, None, request.into_inner(), &settings, &user)
             .await?;
         Ok(Response::new(info))
     }
@@ -452,8 +507,9 @@ impl FlightSqlService for FlightSqlServiceImpl {
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.open_handle(&cmd.prepared_statement_handle)?;
         let settings = self.settings(&request)?;
+        let user = user_of(&request);
         let info = self
-            .flight_info(&sql, params, request.into_inner(), &settings)
+            .flight_info(&sql, params, request.into_inner(), &settings, &user)
             .await?;
         Ok(Response::new(info))
     }
@@ -461,7 +517,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let t: fsql_proto::StatementTicket = self
             .signer()
@@ -478,33 +534,75 @@ impl FlightSqlService for FlightSqlServiceImpl {
             .plans
             .lock()
             .remove(&t.query_id)
-            .map(|(_, p, planning)| (p, planning));
+            .map(|(_, p, planning, tracked)| (p, planning, tracked));
         // Observed when the stream ends or is dropped (or on an error).
-        let (planned, timer) = match cached {
-            Some((p, planning)) => (p, StatementTimer::resume(planning)),
+        let (planned, timer, tracked) = match cached {
+            Some((p, planning, tracked)) => (p, StatementTimer::resume(planning), tracked),
             None => {
+                // A ticket read again, or on another coordinator.
                 let timer = StatementTimer::start();
+                let tracked = self
+                    .engine
+                    .query_log
+                    .start(&t.query_id, &user_of(&request), &t.sql);
                 let params = params_from_bytes(&t.parameters)?;
-                let planned = self
+                let planned = match self
                     .engine
                     .plan_query(&t.sql, params.as_ref(), &t.query_id, t.distributed)
                     .await
-                    .map_err(status)?;
-                (planned, timer)
+                {
+                    Ok(planned) => planned,
+                    Err(e) => {
+                        let e = status(e);
+                        tracked.fail(&e);
+                        return Err(e);
+                    }
+                };
+                (planned, timer, tracked)
             }
         };
         let schema = Arc::clone(&planned.schema);
-        let stream = self.engine.execute(planned).await.map_err(status)?;
+        let stream = match self.engine.execute(planned).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let e = status(e);
+                tracked.fail(&e);
+                return Err(e);
+            }
+        };
+        // The query log counts the batches and records how the stream ended.
+        let tracked = Arc::new(Mutex::new(Some(tracked)));
+        let (on_batch, on_error, on_end) = (
+            Arc::clone(&tracked),
+            Arc::clone(&tracked),
+            Arc::clone(&tracked),
+        );
+        let stream = stream
+            .inspect(move |b| {
+                if let (Ok(b), Some(t)) = (b, on_batch.lock().as_mut()) {
+                    t.add(b.num_rows() as u64, b.get_array_memory_size() as u64);
+                }
+            })
+            .map_err(move |e| {
+                let e = df_to_status(e);
+                if let Some(t) = on_error.lock().take() {
+                    t.fail(&e);
+                }
+                FlightError::Tonic(Box::new(e))
+            });
         let stream = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(flight_worker::service::MAX_FLIGHT_DATA_BYTES)
             .with_schema(schema)
-            .build(stream.map_err(|e| FlightError::Tonic(Box::new(df_to_status(e)))))
+            .build(stream)
             .map_err(Status::from);
         // The statement is observed when its stream ends (before the
         // client sees the end) or is dropped.
         let mut timer = Some(timer);
         let stream = stream.chain(futures::stream::poll_fn(move |_| {
             drop(timer.take());
+            if let Some(t) = on_end.lock().take() {
+                t.finish(None);
+            }
             std::task::Poll::Ready(None)
         }));
         Ok(Response::new(Box::pin(stream)))
@@ -524,14 +622,12 @@ impl FlightSqlService for FlightSqlServiceImpl {
     async fn do_put_statement_update(
         &self,
         cmd: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         metrics().query(QueryKind::Update);
         let _timer = StatementTimer::start();
-        self.engine
-            .execute_update(&cmd.query, None)
-            .await
-            .map_err(status)
+        let tracked = self.track_update(&request, &cmd.query);
+        logged(tracked, self.engine.execute_update(&cmd.query, None).await)
     }
 
     async fn do_put_prepared_statement_query(
@@ -556,15 +652,16 @@ impl FlightSqlService for FlightSqlServiceImpl {
         metrics().query(QueryKind::Prepared);
         let _timer = StatementTimer::start();
         let (sql, bound) = self.open_handle(&cmd.prepared_statement_handle)?;
+        let tracked = self.track_update(&request, &sql);
         let batches = collect_batches(request.into_inner()).await?;
         let params = match concat(&batches)? {
             Some(p) if p.num_rows() > 0 => Some(p),
             _ => bound,
         };
-        self.engine
-            .execute_update(&sql, params.as_ref())
-            .await
-            .map_err(status)
+        logged(
+            tracked,
+            self.engine.execute_update(&sql, params.as_ref()).await,
+        )
     }
 
     async fn do_put_statement_ingest(
@@ -574,9 +671,11 @@ impl FlightSqlService for FlightSqlServiceImpl {
     ) -> Result<i64, Status> {
         metrics().query(QueryKind::Ingest);
         let _timer = StatementTimer::start();
-        crate::ingest_cmd::ingest(&self.engine, cmd, request.into_inner())
-            .await
-            .map_err(status)
+        let tracked = self.track_update(&request, &format!("-- bulk ingest into {}", cmd.table));
+        logged(
+            tracked,
+            crate::ingest_cmd::ingest(&self.engine, cmd, request.into_inner()).await,
+        )
     }
 
     async fn do_action_create_prepared_statement(

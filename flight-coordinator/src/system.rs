@@ -3,7 +3,9 @@
 //!
 //! * `system.workers`: every worker this coordinator has seen, live or gone;
 //! * `system.tables`: the cluster tables with their layout, rows and bytes;
-//! * `system.shards`: one row per shard with its replicas, rows and bytes.
+//! * `system.shards`: one row per shard with its replicas, rows and bytes;
+//! * `system.queries`: the statements running on this coordinator and its
+//!   recent history (`query_log`).
 //!
 //! Rows and bytes come from the workers (`shard_stats`), one request per
 //! live worker; a shard whose replicas are all gone has NULL rows and bytes.
@@ -24,19 +26,21 @@ use datafusion::prelude::Expr;
 use fsql_proto::ShardTarget;
 
 use crate::catalog::{Catalog, TableMeta};
+use crate::query_log::QueryLog;
 use crate::workers::WorkerPool;
 
 /// The schema name.
 pub const SYSTEM_SCHEMA: &str = "system";
 
 /// The tables of the `system` schema, in listing order.
-pub const SYSTEM_TABLES: [&str; 3] = ["shards", "tables", "workers"];
+pub const SYSTEM_TABLES: [&str; 4] = ["queries", "shards", "tables", "workers"];
 
 /// The `system` schema.
 #[derive(Debug)]
 pub struct SystemSchema {
     pub catalog: Arc<Catalog>,
     pub pool: Arc<WorkerPool>,
+    pub queries: Arc<QueryLog>,
 }
 
 #[async_trait]
@@ -50,12 +54,14 @@ impl SchemaProvider for SystemSchema {
             "workers" => Kind::Workers,
             "tables" => Kind::Tables,
             "shards" => Kind::Shards,
+            "queries" => Kind::Queries,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(SystemTable {
             kind,
             catalog: Arc::clone(&self.catalog),
             pool: Arc::clone(&self.pool),
+            queries: Arc::clone(&self.queries),
         })))
     }
 
@@ -70,6 +76,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         "workers" => Kind::Workers.schema(),
         "tables" => Kind::Tables.schema(),
         "shards" => Kind::Shards.schema(),
+        "queries" => Kind::Queries.schema(),
         _ => return None,
     })
 }
@@ -79,6 +86,7 @@ enum Kind {
     Workers,
     Tables,
     Shards,
+    Queries,
 }
 
 fn utc_micros() -> DataType {
@@ -117,6 +125,18 @@ impl Kind {
                 i("rows"),
                 i("bytes"),
             ],
+            Kind::Queries => vec![
+                s("id"),
+                s("user"),
+                s("sql"),
+                t("started"),
+                Field::new("duration_ms", DataType::Float64, true),
+                i("rows"),
+                i("bytes"),
+                s("state"),
+                s("error"),
+                s("endpoints"),
+            ],
         }))
     }
 }
@@ -126,6 +146,7 @@ struct SystemTable {
     kind: Kind,
     catalog: Arc<Catalog>,
     pool: Arc<WorkerPool>,
+    queries: Arc<QueryLog>,
 }
 
 #[async_trait]
@@ -149,6 +170,7 @@ impl TableProvider for SystemTable {
             Kind::Workers => self.workers(),
             Kind::Tables => self.tables().await,
             Kind::Shards => self.shards().await,
+            Kind::Queries => self.queries(),
         }
         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
         MemTable::try_new(batch.schema(), vec![vec![batch]])?
@@ -167,6 +189,44 @@ fn micros(t: SystemTime) -> i64 {
 type Stat = (u64, u64);
 
 impl SystemTable {
+    fn queries(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let q = self.queries.entries();
+        let text = |f: &dyn Fn(&crate::query_log::QueryEntry) -> Option<String>| -> ArrayRef {
+            Arc::new(q.iter().map(f).collect::<StringArray>())
+        };
+        let int = |f: &dyn Fn(&crate::query_log::QueryEntry) -> Option<u64>| -> ArrayRef {
+            Arc::new(
+                q.iter()
+                    .map(|e| f(e).map(|v| v as i64))
+                    .collect::<Int64Array>(),
+            )
+        };
+        RecordBatch::try_new(
+            self.kind.schema(),
+            vec![
+                text(&|e| Some(e.id.clone())),
+                text(&|e| Some(e.user.clone())),
+                text(&|e| Some(e.sql.clone())),
+                Arc::new(
+                    q.iter()
+                        .map(|e| Some(micros(e.started)))
+                        .collect::<TimestampMicrosecondArray>()
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(
+                    q.iter()
+                        .map(|e| e.duration.map(|d| d.as_secs_f64() * 1000.0))
+                        .collect::<arrow::array::Float64Array>(),
+                ),
+                int(&|e| e.rows),
+                int(&|e| e.bytes),
+                text(&|e| Some(e.state.to_string())),
+                text(&|e| e.error.clone()),
+                text(&|e| Some(e.endpoints.clone())),
+            ],
+        )
+    }
+
     fn workers(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
         let known = self.catalog.known_workers();
         let col = |f: &dyn Fn(&crate::catalog::KnownWorker) -> Option<String>| -> ArrayRef {

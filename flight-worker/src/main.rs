@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flight_worker::registry::{self, RegistryOptions};
-use flight_worker::{WorkerArgs, membership};
+use flight_worker::{WorkerArgs, http, membership, metrics};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -47,6 +48,15 @@ async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("binding {listen}: {e}"))?;
+    // Bound before the worker starts so that a taken port fails fast.
+    let http_listener = match &resolved.http_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding the HTTP address {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let worker = flight_worker::start(resolved.config, listener).await?;
     let membership = match &resolved.membership {
         Some(m) => {
@@ -70,20 +80,72 @@ async fn serve(args: &WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    // Cancelled on Ctrl-C/SIGTERM: /ready fails from then on.
+    let stopping = CancellationToken::new();
+    let stop_http = CancellationToken::new();
+    let http = match http_listener {
+        Some(http_listener) => {
+            let addr = http_listener
+                .local_addr()
+                .map_err(|e| format!("the HTTP listener's address: {e}"))?;
+            let ready = readiness(membership.as_ref(), stopping.clone());
+            let routes = metrics::worker_routes(worker.storage(), ready);
+            let stop = stop_http.clone();
+            let task = tokio::spawn(async move {
+                http::serve(http_listener, routes, stop.cancelled_owned()).await;
+            });
+            println!("flight-worker {} http on http://{addr}", worker.id());
+            Some(task)
+        }
+        None => None,
+    };
     println!(
         "flight-worker {} listening on {}",
         worker.id(),
         worker.url()
     );
-    worker
+    let served = worker
         .run_until(async move {
             shutdown_signal().await;
+            stopping.cancel();
             if let Some(m) = membership {
                 m.leave().await;
             }
         })
-        .await?;
+        .await;
+    // /health and /metrics answer until the worker has shut down.
+    stop_http.cancel();
+    if let Some(task) = http {
+        let _ = task.await;
+    }
+    served?;
     Ok(())
+}
+
+/// `/ready`: fails once `stopping` is cancelled; otherwise always ready
+/// without a registry, and with one once the worker's record was
+/// registered. It stays ready while the registry is unreachable later: the
+/// worker goes on serving the coordinators that know it.
+fn readiness(
+    membership: Option<&membership::Membership>,
+    stopping: CancellationToken,
+) -> impl Fn() -> metrics::Readiness + Send + Sync + 'static {
+    let registered = membership.map(membership::Membership::registered);
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    move || {
+        if stopping.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        match &registered {
+            None => Ok(()),
+            Some(Some(registered)) if *registered.borrow() => {
+                announced.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Some(_) if announced.load(std::sync::atomic::Ordering::Relaxed) => Ok(()),
+            Some(_) => Err("not registered in the registry yet".into()),
+        }
+    }
 }
 
 /// The Flight URL to announce: `--advertise`, else the listen address, else

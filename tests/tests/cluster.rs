@@ -260,8 +260,12 @@ async fn ingest_and_metadata() {
         .await
         .unwrap();
     let b = cl.read_info(&info).await.unwrap();
-    let names: Vec<&str> = b[0].column(2).as_string::<i32>().iter().flatten().collect();
-    assert_eq!(names, vec!["ing"]);
+    let names: Vec<&str> = b
+        .iter()
+        .flat_map(|b| b.column(2).as_string::<i32>().iter().flatten())
+        .collect();
+    // The table, then the system tables.
+    assert_eq!(names, vec!["ing", "queries", "shards", "tables", "workers"]);
     let schema_bytes = b[0].column(4).as_binary::<i32>().value(0);
     let decoded = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_bytes).unwrap();
     assert_eq!(decoded.field(0).name(), "k");

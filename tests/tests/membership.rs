@@ -91,6 +91,39 @@ async fn system_tables_describe_the_cluster() {
         ["300", "3", "2"]
     );
 
+    // The statements run so far, newest first.
+    let _ = cl.query("SELECT * FROM no_such_table").await.unwrap_err();
+    cl.query("SELECT count(*) AS n FROM st").await.unwrap();
+    let q = cl
+        .query(
+            "SELECT sql, state, rows, error, endpoints, duration_ms >= 0 FROM system.queries \
+             WHERE sql NOT LIKE '%system.queries%'",
+        )
+        .await
+        .unwrap();
+    let sql = column_strings(&q, 0);
+    let state = column_strings(&q, 1);
+    let rows_col = column_strings(&q, 2);
+    assert_eq!(sql[0], "SELECT count(*) AS n FROM st");
+    assert_eq!((state[0].as_str(), rows_col[0].as_str()), ("finished", "1"));
+    assert_eq!(column_strings(&q, 4)[0], "coordinator");
+    assert_eq!(column_strings(&q, 5)[0], "true");
+    assert_eq!(sql[1], "SELECT * FROM no_such_table");
+    assert_eq!(state[1], "failed");
+    assert!(
+        column_strings(&q, 3)[1].contains("NotFound"),
+        "{:?}",
+        column_strings(&q, 3)
+    );
+    let insert = sql
+        .iter()
+        .position(|s| s.starts_with("INSERT INTO st"))
+        .unwrap();
+    assert_eq!(
+        (state[insert].as_str(), rows_col[insert].as_str()),
+        ("finished", "300")
+    );
+
     // The system tables are listed with the others.
     let info = cl
         .sql
@@ -104,7 +137,10 @@ async fn system_tables_describe_the_cluster() {
         .await
         .unwrap();
     let listed = cl.read_info(&info).await.unwrap();
-    assert_eq!(column_strings(&listed, 2), ["shards", "tables", "workers"]);
+    assert_eq!(
+        column_strings(&listed, 2),
+        ["queries", "shards", "tables", "workers"]
+    );
 
     // A worker that leaves is shown as gone.
     let mut c = c;

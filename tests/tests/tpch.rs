@@ -105,3 +105,55 @@ async fn explain_q1_aggregates_on_the_shards() {
     assert!(fragment.contains("count("), "{fragment}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_analyze_q3_shows_every_shard() {
+    let c = TestCluster::start(2).await;
+    flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 3, tpch::Layout::Distributed)
+        .await
+        .unwrap();
+    let mut cl = c.client().await;
+    let b = cl
+        .query(&format!("EXPLAIN ANALYZE {}", tpch::query(3).unwrap()))
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for b in &b {
+        let t = b.column(0).as_string::<i32>();
+        let p = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            parts.push((t.value(i).to_string(), p.value(i).to_string()));
+        }
+    }
+    let text: String = parts.iter().map(|(t, p)| format!("{t}\n{p}\n")).collect();
+    let fragments: Vec<&String> = parts
+        .iter()
+        .filter(|(t, _)| t.starts_with("fragment #"))
+        .map(|(_, p)| p)
+        .collect();
+    assert!(!fragments.is_empty(), "{text}");
+    let workers: Vec<String> = c.cluster.workers.iter().map(|w| w.url()).collect();
+    for f in &fragments {
+        // Every shard of the fragment's table, with its rows, time and worker.
+        for shard in 0..3 {
+            let line = f
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("shard {shard}: ")))
+                .unwrap_or_else(|| panic!("shard {shard} missing in {f}"));
+            assert!(
+                line.contains(" rows in ") && line.contains(" ms from "),
+                "{line}"
+            );
+            assert!(workers.iter().any(|w| line.ends_with(w.as_str())), "{line}");
+        }
+    }
+    // The merge plan with its metrics, and the result's size.
+    assert!(text.contains("output_rows="), "{text}");
+    let expected = rows(&cl.query(tpch::query(3).unwrap()).await.unwrap());
+    let total = &parts.last().unwrap().1;
+    assert!(
+        total.starts_with(&format!("{expected} rows in ")),
+        "{total}"
+    );
+    c.stop().await;
+}
