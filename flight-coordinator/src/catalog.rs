@@ -246,10 +246,6 @@ impl Catalog {
         })
     }
 
-    pub fn registry(&self) -> &Arc<dyn Registry> {
-        &self.registry
-    }
-
     fn snapshot(&self) -> Arc<BTreeMap<String, Arc<TableMeta>>> {
         let mut view = self.tables.lock();
         refresh(&mut view, false);

@@ -83,14 +83,8 @@ pub async fn join(
 }
 
 impl Membership {
-    /// Whether the record is in the registry as far as this worker knows.
-    pub fn is_registered(&self) -> bool {
-        self.announcement
-            .as_ref()
-            .is_some_and(Announcement::is_registered)
-    }
-
-    /// Follows [`Self::is_registered`].
+    /// Whether the record is in the registry as far as this worker knows,
+    /// kept current.
     pub fn registered(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         self.announcement.as_ref().map(Announcement::registered)
     }
