@@ -295,6 +295,15 @@ impl From<DemoLayout> for flight_coordinator::tpch::Layout {
     }
 }
 
+/// The engine settings of `local` and `serve`.
+fn engine_config(no_direct: bool, query_history: Option<usize>) -> EngineConfig {
+    EngineConfig {
+        direct: !no_direct,
+        query_history: query_history.unwrap_or(flight_coordinator::query_log::DEFAULT_HISTORY),
+        ..EngineConfig::default()
+    }
+}
+
 fn worker_url(addr: &str, tls: bool) -> String {
     if addr.contains("://") {
         addr.to_string()
@@ -462,14 +471,10 @@ async fn main() -> Result<(), BoxError> {
                     data_dir: data_dir
                         .or(f.data_dir)
                         .unwrap_or_else(|| PathBuf::from("./data/local")),
-                    engine: EngineConfig {
-                        direct: !(no_direct || f.no_direct.unwrap_or(false)),
-                        query_history: server
-                            .query_history
-                            .or(f.query_history)
-                            .unwrap_or(flight_coordinator::query_log::DEFAULT_HISTORY),
-                        ..EngineConfig::default()
-                    },
+                    engine: engine_config(
+                        no_direct || f.no_direct.unwrap_or(false),
+                        server.query_history.or(f.query_history),
+                    ),
                     worker_threads: worker_threads.or(f.worker_threads),
                     worker_memory_limit: worker_memory_limit.or(f.worker_memory_limit),
                     security,
@@ -578,14 +583,10 @@ async fn main() -> Result<(), BoxError> {
             };
             let config = CoordinatorConfig {
                 secret: secret.into_bytes().into(),
-                engine: EngineConfig {
-                    direct: !(no_direct || f.no_direct.unwrap_or(false)),
-                    query_history: server
-                        .query_history
-                        .or(f.query_history)
-                        .unwrap_or(flight_coordinator::query_log::DEFAULT_HISTORY),
-                    ..EngineConfig::default()
-                },
+                engine: engine_config(
+                    no_direct || f.no_direct.unwrap_or(false),
+                    server.query_history.or(f.query_history),
+                ),
                 security,
             };
             let registry = match registry {
