@@ -136,6 +136,17 @@ async fn wait_for<T: Clone>(
 // --- the conformance suite -------------------------------------------------------------
 
 /// Announced workers are listed and watched by another client, sorted by id.
+/// Waits (up to 5 s) until an announcement's record is in the registry.
+async fn wait_registered(a: &registry::Announcement) {
+    wait_for(
+        &mut a.registered(),
+        Duration::from_secs(5),
+        "registered",
+        |r| *r,
+    )
+    .await;
+}
+
 async fn announce_list_watch(b: &Backend) {
     let coordinator = b.client().await;
     let mut live = coordinator.watch_workers().await.unwrap();
@@ -150,13 +161,7 @@ async fn announce_list_watch(b: &Backend) {
     assert_eq!(set[0], worker("w1", 5001));
     let listed = coordinator.workers().await.unwrap();
     assert_eq!(ids(&listed), ["w1", "w2"]);
-    wait_for(
-        &mut a1.registered(),
-        Duration::from_secs(5),
-        "registered",
-        |r| *r,
-    )
-    .await;
+    wait_registered(&a1).await;
     assert!(a1.is_registered());
     assert_eq!(a1.id(), "w1");
     a1.withdraw().await.unwrap();
@@ -508,13 +513,7 @@ async fn etcd_clusters_are_separate() {
     let b = connect("b").await;
     let w = a.announce(worker("w1", 1), TTL).await.unwrap();
     // Announcing returns at once; the record is put in the background.
-    wait_for(
-        &mut w.registered(),
-        Duration::from_secs(5),
-        "registered",
-        |r| *r,
-    )
-    .await;
+    wait_registered(&w).await;
     a.put_table(&table("t", 1)).await.unwrap();
     assert_eq!(ids(&a.workers().await.unwrap()), ["w1"]);
     assert!(b.workers().await.unwrap().is_empty());
