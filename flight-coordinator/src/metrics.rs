@@ -1,5 +1,5 @@
 //! The coordinator's metrics and its HTTP routes (`/metrics`, `/health`,
-//! `/ready`).
+//! `/ready`, and the status page `/` rendered by [`crate::status`]).
 //!
 //! The series live in the process's registry ([`flight_worker::metrics::global`]),
 //! so in `local` mode one `/metrics` shows the coordinator and its workers
@@ -211,13 +211,19 @@ pub fn worker_collector(storage: Arc<Storage>) -> Collector {
 /// * `/metrics`: sets `fsql_live_workers`, runs `collectors` (in `local`
 ///   mode one [`worker_collector`] per worker), renders the registry;
 /// * `/health`: 200 `ok` while the process serves HTTP;
-/// * `/ready`: 200 when the worker set is not empty, else 503 saying so.
+/// * `/ready`: 200 when the worker set is not empty, else 503 saying so;
+/// * `/`: the HTML status page ([`crate::status`]).
 ///
-/// Other paths, `/` included, are 404.
+/// Other paths are 404.
 pub fn coordinator_routes(engine: Arc<Engine>, collectors: Vec<Collector>) -> Router {
     let collectors = Arc::new(collectors);
     let scrape_engine = Arc::clone(&engine);
+    let status_engine = Arc::clone(&engine);
     Router::new()
+        .route("/", move |_req| {
+            let engine = Arc::clone(&status_engine);
+            async move { Response::html(200, crate::status::render(&engine).await) }
+        })
         .route("/metrics", move |_req| {
             let engine = Arc::clone(&scrape_engine);
             let collectors = Arc::clone(&collectors);

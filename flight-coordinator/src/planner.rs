@@ -281,6 +281,7 @@ impl DistributedPlanner<'_> {
             table: meta.name.clone(),
             reference: meta.is_reference(),
             schema: Arc::clone(&meta.schema),
+            files: table.files.clone(),
         }));
         let fragment = LogicalPlan::TableScan(fragment);
         let dist = if meta.is_reference() {
@@ -314,7 +315,14 @@ impl DistributedPlanner<'_> {
         Ok(Node::Local(Local {
             plan: fragment,
             dist,
-            tables: vec![meta.name.clone()],
+            tables: vec![match &table.files {
+                Some(f) => format!(
+                    "{}({} files)",
+                    f.function,
+                    f.groups.iter().map(|g| g.files.len()).sum::<usize>()
+                ),
+                None => meta.name.clone(),
+            }],
         }))
     }
 

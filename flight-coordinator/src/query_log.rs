@@ -38,6 +38,9 @@ pub struct QueryEntry {
     pub error: Option<String>,
     /// Where the result was read: `coordinator`, or `N direct` endpoints.
     pub endpoints: String,
+    /// How far a load has got (`37% (3/8 files, 1200000 rows written)`),
+    /// the last value reported while it ran.
+    pub progress: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +87,7 @@ impl QueryLog {
             state: "running",
             error: None,
             endpoints: "coordinator".into(),
+            progress: None,
         };
         let mut state = self.state.lock();
         state.next += 1;
@@ -117,6 +121,36 @@ impl QueryLog {
     }
 }
 
+tokio::task_local! {
+    static PROGRESS: ProgressSink;
+}
+
+/// The progress of one running statement, see [`report_progress`].
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    log: Arc<QueryLog>,
+    key: u64,
+}
+
+impl ProgressSink {
+    /// Runs `f` with this as the sink of [`report_progress`].
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        PROGRESS.scope(self, f).await
+    }
+
+    fn set(&self, text: String) {
+        if let Some(e) = self.log.state.lock().running.get_mut(&self.key) {
+            e.progress = Some(text);
+        }
+    }
+}
+
+/// Sets the progress of the statement the current task runs (see
+/// [`ProgressSink::scope`]); nothing when it has none.
+pub fn report_progress(text: impl FnOnce() -> String) {
+    let _ = PROGRESS.try_with(|sink| sink.set(text()));
+}
+
 /// A statement in the log; see the module docs.
 #[derive(Debug)]
 pub struct Tracked {
@@ -141,6 +175,14 @@ impl Tracked {
     /// Results are read from the workers at `n` endpoints.
     pub fn direct(&mut self, n: usize) {
         self.update(|e| e.endpoints = format!("{n} direct"));
+    }
+
+    /// Where the code running this statement reports its progress.
+    pub fn progress_sink(&self) -> ProgressSink {
+        ProgressSink {
+            log: Arc::clone(&self.log),
+            key: self.key,
+        }
     }
 
     /// Moves the statement to the one with `id` (a query id known only

@@ -209,11 +209,7 @@ impl FlightSqlServiceImpl {
         if kind == StatementKind::Update {
             // DDL/DML sent as a query (ADBC does this): run it now and
             // answer with an empty result.
-            let rows = match self.engine.execute_update(sql, params.as_ref()).await {
-                Ok(rows) => rows,
-                Err(e) => return Err(failed(tracked, e)),
-            };
-            tracked.finish(Some(rows.max(0) as u64));
+            let rows = self.run_update(tracked, sql, params.as_ref()).await?;
             // One endpoint with an empty stream: clients that read the first
             // endpoint unconditionally (flightsql-dbapi) work too.
             let ticket = self.statement_ticket("", "", None, true)?;
@@ -289,6 +285,62 @@ impl FlightSqlServiceImpl {
     }
 
     /// Registers an update (DML, DDL, ingest) in the query log.
+    /// Runs DDL or DML as the statement `tracked`, which follows its
+    /// progress and outcome.
+    async fn run_update(
+        &self,
+        tracked: Tracked,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<i64, Status> {
+        let result = tracked
+            .progress_sink()
+            .scope(self.engine.execute_update(sql, params))
+            .await;
+        logged(tracked, result)
+    }
+
+    /// Prepares a statement: its parameter and result schemas.
+    async fn prepare(
+        &self,
+        sql: &str,
+        request: &Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let kind = crate::engine::classify(sql).map_err(status)?;
+        let settings = self.settings(request)?;
+        let parameter_schema = match kind {
+            StatementKind::Query => self.engine.parameter_schema(sql).await.map_err(status)?,
+            // Our DDL (`CREATE TABLE ... WITH (...)`, DROP) is not DataFusion
+            // SQL: its parameters are those DataFusion finds, if any, and
+            // the statement is checked when it runs.
+            StatementKind::Update => match self.engine.parameter_schema(sql).await {
+                Ok(schema) => schema,
+                Err(_) => Arc::new(Schema::empty()),
+            },
+        };
+        let dataset_schema = match kind {
+            StatementKind::Update => Bytes::new(),
+            StatementKind::Query => {
+                // Plan with NULL parameters of the right types to learn the
+                // result schema.
+                let schema = self
+                    .statement_schema(sql, Some(null_params(&parameter_schema)?), &settings)
+                    .await?;
+                schema_ipc(&schema)?
+            }
+        };
+        let parameter_schema = if parameter_schema.fields().is_empty() {
+            Bytes::new()
+        } else {
+            schema_ipc(&parameter_schema)?
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: self.new_handle(sql, None)?,
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
     fn track_update<T>(&self, request: &Request<T>, sql: &str) -> Tracked {
         let id = uuid::Uuid::new_v4().to_string();
         self.engine.query_log.start(&id, &user_of(request), sql)
@@ -627,7 +679,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         metrics().query(QueryKind::Update);
         let _timer = StatementTimer::start();
         let tracked = self.track_update(&request, &cmd.query);
-        logged(tracked, self.engine.execute_update(&cmd.query, None).await)
+        self.run_update(tracked, &cmd.query, None).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -658,10 +710,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
             Some(p) if p.num_rows() > 0 => Some(p),
             _ => bound,
         };
-        logged(
-            tracked,
-            self.engine.execute_update(&sql, params.as_ref()).await,
-        )
+        self.run_update(tracked, &sql, params.as_ref()).await
     }
 
     async fn do_put_statement_ingest(
@@ -684,39 +733,16 @@ impl FlightSqlService for FlightSqlServiceImpl {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let sql = query.query;
-        let kind = crate::engine::classify(&sql).map_err(status)?;
-        let settings = self.settings(&request)?;
-        let parameter_schema = match kind {
-            StatementKind::Query => self.engine.parameter_schema(&sql).await.map_err(status)?,
-            // Our DDL (`CREATE TABLE ... WITH (...)`, DROP) is not DataFusion
-            // SQL: its parameters are those DataFusion finds, if any, and
-            // the statement is checked when it runs.
-            StatementKind::Update => match self.engine.parameter_schema(&sql).await {
-                Ok(schema) => schema,
-                Err(_) => Arc::new(Schema::empty()),
-            },
-        };
-        let dataset_schema = match kind {
-            StatementKind::Update => Bytes::new(),
-            StatementKind::Query => {
-                // Plan with NULL parameters of the right types to learn the
-                // result schema.
-                let schema = self
-                    .statement_schema(&sql, Some(null_params(&parameter_schema)?), &settings)
-                    .await?;
-                schema_ipc(&schema)?
-            }
-        };
-        let parameter_schema = if parameter_schema.fields().is_empty() {
-            Bytes::new()
-        } else {
-            schema_ipc(&parameter_schema)?
-        };
-        Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: self.new_handle(&sql, None)?,
-            dataset_schema,
-            parameter_schema,
-        })
+        let prepared = self.prepare(&sql, &request).await;
+        if let Err(e) = &prepared {
+            // A statement that fails already here (ADBC and JDBC prepare
+            // every statement) is a failed query in system.queries too.
+            self.engine
+                .query_log
+                .start("", &user_of(&request), &sql)
+                .fail(e);
+        }
+        prepared
     }
 
     async fn do_action_close_prepared_statement(

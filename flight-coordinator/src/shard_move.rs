@@ -210,6 +210,7 @@ impl Engine {
                 table: meta.name.clone(),
                 reference: false,
                 schema: Arc::clone(&meta.schema),
+                files: None,
             })),
             None,
         )?

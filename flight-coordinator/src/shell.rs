@@ -138,17 +138,47 @@ impl Shell {
                 start.elapsed().as_secs_f64()
             );
         } else {
-            let n = self
-                .client
-                .execute_update(input.to_string(), None)
-                .await
-                .map_err(|e| status_text(&e))?;
+            let n = self.update(input).await?;
             println!(
                 "OK, {n} row(s) affected ({:.3} s)",
                 start.elapsed().as_secs_f64()
             );
         }
         Ok(())
+    }
+
+    /// Runs an update. On a terminal, a statement running longer than half
+    /// a second shows its progress from `system.queries` (loads report the
+    /// files read and rows written) until it ends.
+    async fn update(&mut self, sql: &str) -> Result<i64, String> {
+        let mut client = self.client.clone();
+        let run = client.execute_update(sql.to_string(), None);
+        tokio::pin!(run);
+        let mut watch = std::io::stderr().is_terminal().then(|| self.client.clone());
+        let mut shown = false;
+        let start = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        let mut tick = tokio::time::interval_at(start, std::time::Duration::from_millis(250));
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = tick.tick(), if watch.is_some() => {
+                    let Some(poller) = watch.as_mut() else { continue };
+                    match progress(poller, sql).await {
+                        Some(p) => {
+                            eprint!("\r\x1b[K{}", progress_line(&p));
+                            shown = true;
+                        }
+                        // The server has no system.queries: stop asking.
+                        None if !shown => watch = None,
+                        None => {}
+                    }
+                }
+            }
+        };
+        if shown {
+            eprint!("\r\x1b[K");
+        }
+        result.map_err(|e| status_text(&e))
     }
 
     async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, String> {
@@ -388,6 +418,45 @@ pub fn split_statements(script: &str) -> Vec<String> {
         .collect()
 }
 
+/// The progress of the running statement `sql`, from `system.queries`.
+async fn progress(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Option<String> {
+    let query = format!(
+        "SELECT progress, rows FROM system.queries WHERE state = 'running' AND sql = '{}'",
+        sql.replace('\'', "''")
+    );
+    let info = client.execute(query, None).await.ok()?;
+    let ticket = info.endpoint.first()?.ticket.clone()?;
+    let batches: Vec<RecordBatch> = client.do_get(ticket).await.ok()?.try_collect().await.ok()?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let text = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).ok()?;
+    let text = arrow::array::AsArray::as_string::<i32>(&text);
+    Some(if arrow::array::Array::is_null(text, 0) {
+        "running".to_string()
+    } else {
+        text.value(0).to_string()
+    })
+}
+
+/// A progress bar for progress text starting with a percentage
+/// (`37% (3/8 files read, ...)`), else the text.
+fn progress_line(text: &str) -> String {
+    const WIDTH: usize = 30;
+    let pct = text
+        .split_once('%')
+        .and_then(|(n, _)| n.trim().parse::<usize>().ok());
+    match pct {
+        Some(pct) => {
+            let filled = pct.min(100) * WIDTH / 100;
+            format!(
+                "[{}{}] {text}",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled)
+            )
+        }
+        None => text.to_string(),
+    }
+}
+
 /// Runs the shell: `command`, else stdin when it is not a terminal, else
 /// the interactive prompt. Fails if any statement failed (non-interactive).
 pub async fn main(connect: Connect, command: Option<String>) -> Result<(), BoxError> {
@@ -492,6 +561,15 @@ mod tests {
                 "SELECT 1"
             ]
         );
+    }
+
+    #[test]
+    fn progress_bars() {
+        assert_eq!(
+            progress_line("50% (1/2 files read, 10 rows written)"),
+            "[###############...............] 50% (1/2 files read, 10 rows written)"
+        );
+        assert_eq!(progress_line("10 rows written"), "10 rows written");
     }
 
     #[test]

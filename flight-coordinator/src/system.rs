@@ -136,6 +136,7 @@ impl Kind {
                 s("state"),
                 s("error"),
                 s("endpoints"),
+                s("progress"),
             ],
         }))
     }
@@ -223,6 +224,7 @@ impl SystemTable {
                 text(&|e| Some(e.state.to_string())),
                 text(&|e| e.error.clone()),
                 text(&|e| Some(e.endpoints.clone())),
+                text(&|e| e.progress.clone()),
             ],
         )
     }

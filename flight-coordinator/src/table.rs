@@ -39,7 +39,7 @@ impl SchemaProvider for ClusterSchema {
         Ok(self
             .catalog
             .table(name)
-            .map(|meta| Arc::new(ClusterTable { meta }) as Arc<dyn TableProvider>))
+            .map(|meta| Arc::new(ClusterTable { meta, files: None }) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -50,6 +50,9 @@ impl SchemaProvider for ClusterSchema {
 #[derive(Debug)]
 pub struct ClusterTable {
     pub meta: Arc<TableMeta>,
+    /// Set for files read with `read_parquet`/`read_csv` (see `files`): the
+    /// meta then describes the file groups as shards.
+    pub files: Option<Arc<fsql_proto::FileSource>>,
 }
 
 #[async_trait]

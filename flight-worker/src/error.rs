@@ -67,6 +67,12 @@ pub enum Error {
     #[error("fragment cannot run on this worker: {0}")]
     Translate(#[source] DataFusionError),
 
+    /// No file matches a pattern of a file read.
+    #[error(
+        "no file matches {0:?} (paths are read on the workers: every worker must see the files)"
+    )]
+    FileNotFound(String),
+
     /// The shard table a request names does not exist on this worker.
     #[error("shard table {table} does not exist on this worker")]
     ShardNotFound { table: String },
@@ -168,7 +174,7 @@ impl Error {
                 DataFusionError::NotImplemented(_) => Code::Unimplemented,
                 _ => Code::Internal,
             },
-            Error::ShardNotFound { .. } => Code::NotFound,
+            Error::ShardNotFound { .. } | Error::FileNotFound(_) => Code::NotFound,
             Error::ShardConflict { .. } => Code::AlreadyExists,
             Error::DuckDb { source, .. } => duckdb_code(source),
             Error::InputCast { .. } => Code::InvalidArgument,
@@ -204,6 +210,7 @@ fn duckdb_code(err: &duckdb::Error) -> Code {
         Some("Out of Memory") => Code::ResourceExhausted,
         Some("TransactionContext") => Code::Aborted,
         Some("Catalog") if message.contains("does not exist") => Code::NotFound,
+        Some("IO") if message.contains("No files found") => Code::NotFound,
         Some(
             "Invalid"
             | "Out of Range"

@@ -22,11 +22,15 @@ use prost::Message;
 
 /// A cluster table as it appears inside a fragment: the name, whether it is
 /// a reference table, and its schema. It cannot be scanned by DataFusion.
+///
+/// With `files` set it stands for files read by a DuckDB table function
+/// instead (`read_parquet`, `read_csv`): shard `i` reads file group `i`.
 #[derive(Debug, Clone)]
 pub struct ShardScanTable {
     pub table: String,
     pub reference: bool,
     pub schema: SchemaRef,
+    pub files: Option<Arc<fsql_proto::FileSource>>,
 }
 
 #[async_trait]
@@ -84,6 +88,7 @@ impl LogicalExtensionCodec for FragmentCodec {
             table: msg.table,
             reference: msg.reference,
             schema,
+            files: msg.files.map(Arc::new),
         }))
     }
 
@@ -101,6 +106,7 @@ impl LogicalExtensionCodec for FragmentCodec {
             table: t.table.clone(),
             reference: t.reference,
             schema,
+            files: t.files.as_deref().cloned(),
         }
         .encode(buf)
         .map_err(|e| DataFusionError::Internal(format!("encoding ScanTable: {e}")))

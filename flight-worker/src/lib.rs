@@ -49,6 +49,6 @@ pub use config::{WorkerArgs, WorkerConfig};
 pub use error::{Error, Result};
 pub use server::{SHUTDOWN_GRACE, WorkerHandle, run, start};
 pub use service::{
-    ACTION_CANCEL, ACTION_CREATE_SHARD, ACTION_DROP_SHARD, ACTION_HEALTH, ACTION_SHARD_STATS,
-    QUERY_ID_HEADER, WorkerService,
+    ACTION_CANCEL, ACTION_CREATE_SHARD, ACTION_DESCRIBE_FILES, ACTION_DROP_SHARD, ACTION_HEALTH,
+    ACTION_SHARD_STATS, QUERY_ID_HEADER, WorkerService,
 };

@@ -62,8 +62,10 @@ pub const ACTION_SHARD_STATS: &str = "shard_stats";
 pub const ACTION_HEALTH: &str = "health";
 /// `DoAction` type: stop a client query's fragments (signed `CancelQuery`).
 pub const ACTION_CANCEL: &str = "cancel";
+/// `DoAction` type: list files and their schema (signed `DescribeFiles`).
+pub const ACTION_DESCRIBE_FILES: &str = "describe_files";
 
-const ACTIONS: [(&str, &str); 8] = [
+const ACTIONS: [(&str, &str); 9] = [
     (
         ACTION_CREATE_SHARD,
         "Create a shard table if it does not exist. Body: signed WorkerRequest{create_shard}. No results.",
@@ -85,6 +87,11 @@ const ACTIONS: [(&str, &str); 8] = [
         ACTION_CANCEL,
         "Interrupt every fragment of a client query and refuse its tickets from now on. \
          Body: signed WorkerRequest{cancel}. No results.",
+    ),
+    (
+        ACTION_DESCRIBE_FILES,
+        "List the files matching glob patterns and the schema a DuckDB file function reads \
+         from them. Body: signed WorkerRequest{describe_files}. One result: FilesDescription.",
     ),
     (
         session::ACTION_SET,
@@ -272,6 +279,7 @@ impl WorkerService {
             ACTION_DROP_SHARD => "drop_shard",
             ACTION_SHARD_STATS => "shard_stats",
             ACTION_CANCEL => "cancel",
+            ACTION_DESCRIBE_FILES => "describe_files",
             other => {
                 let names: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
                 return Err(Error::BadRequest(format!(
@@ -324,6 +332,22 @@ impl WorkerService {
                 let body = ShardStatsResponse { stats }.encode_to_vec();
                 Ok(vec![arrow_flight::Result { body: body.into() }])
             }
+            Some(WorkerCommand::DescribeFiles(request)) if kind == ACTION_DESCRIBE_FILES => {
+                let description = self
+                    .blocking(move |conn| {
+                        storage::describe_files(
+                            conn,
+                            &request.function,
+                            &request.patterns,
+                            &request.options,
+                        )
+                    })
+                    .await?;
+                tracing::info!(files = description.files.len(), "describe_files");
+                Ok(vec![arrow_flight::Result {
+                    body: description.encode_to_vec().into(),
+                }])
+            }
             Some(WorkerCommand::Cancel(cancel)) if kind == ACTION_CANCEL => {
                 tracing::info!(query_id = %cancel.query_id, "cancel");
                 self.cancels.cancel(&cancel.query_id);
@@ -346,6 +370,7 @@ fn command_name(command: Option<&WorkerCommand>) -> &'static str {
         Some(WorkerCommand::ShardStats(_)) => "shard_stats",
         Some(WorkerCommand::Write(_)) => "write",
         Some(WorkerCommand::Cancel(_)) => "cancel",
+        Some(WorkerCommand::DescribeFiles(_)) => "describe_files",
     }
 }
 

@@ -142,7 +142,14 @@ impl Gen {
                     }
                     let _ = write!(sql, "{} AS c{out}", fsql_proto::quote_ident(field.name()));
                 }
-                let _ = write!(sql, " FROM {}", fsql_proto::quote_ident(&name));
+                match &table.files {
+                    Some(files) => {
+                        let _ = write!(sql, " FROM {}", file_scan(files, self.shard)?);
+                    }
+                    None => {
+                        let _ = write!(sql, " FROM {}", fsql_proto::quote_ident(&name));
+                    }
+                }
                 if !scan.filters.is_empty() {
                     let preds = scan
                         .filters
@@ -547,8 +554,25 @@ impl Gen {
     }
 }
 
-fn quote_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+use crate::storage::sql_string as quote_str;
+
+/// The DuckDB table function call reading file group `shard`.
+fn file_scan(files: &fsql_proto::FileSource, shard: u32) -> Result<String> {
+    let function = match files.function.as_str() {
+        f @ ("read_parquet" | "read_csv") => f,
+        other => return unsupported(format!("file function {other}")),
+    };
+    let group = files
+        .groups
+        .get(shard as usize)
+        .ok_or_else(|| DataFusionError::Plan(format!("no file group {shard}")))?;
+    let list: Vec<String> = group.files.iter().map(|f| quote_str(f)).collect();
+    let mut call = format!("{function}([{}]", list.join(", "));
+    if !files.options.is_empty() {
+        let _ = write!(call, ", {}", files.options);
+    }
+    call.push(')');
+    Ok(call)
 }
 
 fn typed(v: impl std::fmt::Display, ty: &str) -> String {

@@ -189,7 +189,7 @@ fn load_or_create_worker_id(dir: &Path) -> Result<String> {
 }
 
 /// A SQL string literal.
-fn sql_string(s: &str) -> String {
+pub fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -408,6 +408,97 @@ pub fn table_schema(conn: &Connection, table: &str) -> Result<SchemaRef> {
         .query_arrow([])
         .map_err(Error::duckdb(format!("reading the columns of {table}")))?;
     Ok(arrow.get_schema())
+}
+
+/// Lists the files matching `patterns` (DuckDB globs, in order, each file
+/// once) and the schema `function` (`read_parquet` or `read_csv`) reads
+/// from all of them with `options` (named arguments in DuckDB syntax).
+///
+/// The returned options read any subset of the files with the same columns
+/// and types: for CSV the types DuckDB detects over all the files are
+/// pinned (each subset is still sniffed for its dialect and header).
+pub fn describe_files(
+    conn: &Connection,
+    function: &str,
+    patterns: &[String],
+    options: &str,
+) -> Result<fsql_proto::FilesDescription> {
+    if !matches!(function, "read_parquet" | "read_csv") {
+        return Err(Error::BadRequest(format!(
+            "unknown file function {function}; use read_parquet or read_csv"
+        )));
+    }
+    let mut files: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for pattern in patterns {
+        let mut stmt = conn
+            .prepare("SELECT file FROM glob(?) ORDER BY file")
+            .map_err(Error::duckdb(format!("listing files matching {pattern:?}")))?;
+        let matched: Vec<String> = stmt
+            .query_map([pattern], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(Error::duckdb(format!("listing files matching {pattern:?}")))?;
+        if matched.is_empty() {
+            return Err(Error::FileNotFound(pattern.clone()));
+        }
+        for f in matched {
+            if seen.insert(f.clone()) {
+                files.push(f);
+            }
+        }
+    }
+    let sizes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let call = |options: &str| {
+        let list: Vec<String> = files.iter().map(|f| sql_string(f)).collect();
+        let mut call = format!("{function}([{}]", list.join(", "));
+        if !options.is_empty() {
+            call.push_str(", ");
+            call.push_str(options);
+        }
+        call.push(')');
+        call
+    };
+    let context = || format!("reading {} with {function}", patterns.join(", "));
+    let sql = format!("SELECT * FROM {} LIMIT 0", call(options));
+    let mut stmt = conn.prepare(&sql).map_err(Error::duckdb(context()))?;
+    let schema = stmt
+        .query_arrow([])
+        .map_err(Error::duckdb(context()))?
+        .get_schema();
+    let mut pinned = options.to_string();
+    let lowered = options.to_ascii_lowercase();
+    let typed = ["columns", "types", "dtypes", "column_types", "auto_detect"]
+        .iter()
+        .any(|o| lowered.contains(o));
+    if function == "read_csv" && !typed {
+        let mut stmt = conn
+            .prepare(&format!("DESCRIBE SELECT * FROM {}", call(options)))
+            .map_err(Error::duckdb(context()))?;
+        let columns: Vec<(String, String)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(Error::duckdb(context()))?;
+        let types: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| format!("{}: {}", sql_string(name), sql_string(ty)))
+            .collect();
+        if !pinned.is_empty() {
+            pinned.push_str(", ");
+        }
+        pinned.push_str(&format!("types = {{{}}}", types.join(", ")));
+    }
+    Ok(fsql_proto::FilesDescription {
+        files,
+        sizes,
+        schema: fsql_proto::ipc::schema_to_bytes(&schema).map_err(|source| Error::BadSchema {
+            what: "schema of the files",
+            source,
+        })?,
+        options: pinned,
+    })
 }
 
 /// Creates the shard table of `target` with `schema`. Idempotent: an

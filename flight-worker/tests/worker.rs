@@ -186,6 +186,7 @@ fn scan_ticket(
         table: table.into(),
         reference: false,
         schema,
+        files: None,
     };
     let plan = LogicalPlanBuilder::scan(table, provider_as_source(Arc::new(provider)), None)
         .unwrap()

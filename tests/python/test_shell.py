@@ -143,3 +143,47 @@ def test_tls_and_login(secure_cluster, tmp_path):
         "-c", "SELECT 1",
     )
     assert r.returncode != 0 and "login" in r.stderr
+
+
+def test_load_shows_progress_on_a_terminal(coordinator_uri, tmp_path):
+    # Enough CSV rows that the load runs for more than the half second
+    # after which the shell starts showing progress.
+    for f in range(12):
+        with open(tmp_path / f"part-{f:02}.csv", "w") as out:
+            out.write("id,name,amount\n")
+            start = f * 100_000
+            out.writelines(f"{i},name {i},{i % 1000}.25\n" for i in range(start, start + 100_000))
+    t = unique("shell_load")
+    argv = [str(binary("FSQL_COORDINATOR_BIN", "flight-coordinator")), "sql", "--uri", coordinator_uri]
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        argv,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, "HOME": str(tmp_path), "NO_COLOR": "1", "TERM": "dumb"},
+        close_fds=True,
+    )
+    os.close(child)
+    try:
+        _read_until(main, "fsql> ")
+        stmt = f"CREATE TABLE {t} AS SELECT * FROM read_csv('{tmp_path}/part-*.csv');\r"
+        os.write(main, stmt.encode())
+        out = _read_until(main, "row(s) affected", timeout=300)
+        assert "OK, 1200000 row(s) affected" in out
+        # A progress bar with the files read, before the result.
+        assert "files read" in out and ("[#" in out or "[." in out), out
+        os.write(main, b".quit\r")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    r = shell(
+        coordinator_uri,
+        "-c",
+        f"SELECT state, rows, progress FROM system.queries WHERE sql LIKE 'CREATE TABLE {t} %'",
+    )
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "finished" in line)
+    assert "1200000" in row and "100% (12/12 files read, 1200000 rows written)" in row

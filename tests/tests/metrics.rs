@@ -90,7 +90,11 @@ async fn coordinator_and_worker_metrics_follow_queries() {
     assert_eq!(request(addr, "GET", "/health").await.0, 200);
     let (status, _, body) = request(addr, "GET", "/ready").await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
-    assert_eq!(request(addr, "GET", "/").await.0, 404);
+    assert_eq!(request(addr, "GET", "/nope").await.0, 404);
+    let (status, head, body) = request(addr, "GET", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(body.contains("<section id=\"workers\">"), "{body}");
     assert_eq!(request(addr, "POST", "/metrics").await.0, 405);
     let (status, head, body) = request(addr, "HEAD", "/metrics").await;
     assert_eq!(status, 200);
