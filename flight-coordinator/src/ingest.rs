@@ -139,9 +139,9 @@ pub async fn write_table(
                             shard,
                             reference,
                         };
-                        let task = tokio::spawn(async move {
+                        let task = tokio::spawn(crate::query_log::carry(async move {
                             pool.put(&url, target, ReceiverStream::new(rx)).await
-                        });
+                        }));
                         destinations.insert(key.clone(), Destination { tx, task });
                     }
                     let Some(dest) = destinations.get(&key) else {

@@ -399,13 +399,10 @@ async fn stop_http(http: Option<HttpServer>) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FSQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    flight_worker::init_logging(
+        tracing_subscriber::EnvFilter::try_from_env("FSQL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
     let cli = Cli::parse();
     match cli.command {
         Command::Local {

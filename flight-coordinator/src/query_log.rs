@@ -123,6 +123,36 @@ impl QueryLog {
 
 tokio::task_local! {
     static PROGRESS: ProgressSink;
+    static QUERY_ID: String;
+}
+
+/// Runs `f` as the work of query `id`: inside a `query` span, with the id
+/// sent to the workers in the gRPC metadata of its requests
+/// (`x-fsql-query-id`; shard tickets carry it too), where their spans and
+/// log lines name it.
+pub async fn in_query<F: std::future::Future>(id: String, f: F) -> F::Output {
+    use tracing::Instrument;
+    let span = tracing::info_span!("query", query_id = %id);
+    QUERY_ID.scope(id, f.instrument(span)).await
+}
+
+/// `f`, to be spawned, still working for the current task's query (its
+/// span and id).
+pub fn carry<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> {
+    use tracing::Instrument;
+    let id = current_query_id();
+    let f = f.instrument(tracing::Span::current());
+    async move {
+        match id {
+            Some(id) => QUERY_ID.scope(id, f).await,
+            None => f.await,
+        }
+    }
+}
+
+/// The id of the query the current task works for (see [`in_query`]).
+pub fn current_query_id() -> Option<String> {
+    QUERY_ID.try_with(Clone::clone).ok()
 }
 
 /// The progress of one running statement, see [`report_progress`].
@@ -185,6 +215,15 @@ impl Tracked {
         }
     }
 
+    /// The statement's id.
+    pub fn id(&self) -> String {
+        let log = self.log.state.lock();
+        log.running
+            .get(&self.key)
+            .map(|e| e.id.clone())
+            .unwrap_or_default()
+    }
+
     /// Moves the statement to the one with `id` (a query id known only
     /// after the statement was registered).
     pub fn set_id(&mut self, id: &str) {
@@ -231,6 +270,15 @@ impl Tracked {
         e.duration = Some(self.started.elapsed());
         e.state = state;
         e.error = error;
+        tracing::info!(
+            query_id = %e.id,
+            user = %e.user,
+            state,
+            rows = self.counted.then_some(self.rows),
+            duration_ms = e.duration.unwrap_or_default().as_secs_f64() * 1000.0,
+            error = e.error.as_deref(),
+            "statement"
+        );
         if self.counted {
             e.rows = Some(self.rows);
             e.bytes = Some(self.bytes);

@@ -225,10 +225,12 @@ impl FlightSqlServiceImpl {
         let query_id = uuid::Uuid::new_v4().to_string();
         let mut tracked = tracked;
         tracked.set_id(&query_id);
-        let planned = match self
-            .engine
-            .plan_query(sql, params.as_ref(), &query_id, settings.distributed)
-            .await
+        let planned = match crate::query_log::in_query(
+            query_id.clone(),
+            self.engine
+                .plan_query(sql, params.as_ref(), &query_id, settings.distributed),
+        )
+        .await
         {
             Ok(planned) => planned,
             Err(e) => return Err(failed(tracked, e)),
@@ -293,10 +295,16 @@ impl FlightSqlServiceImpl {
         sql: &str,
         params: Option<&RecordBatch>,
     ) -> Result<i64, Status> {
-        let result = tracked
+        let mut tracked = tracked;
+        let mut id = tracked.id();
+        if id.is_empty() {
+            id = uuid::Uuid::new_v4().to_string();
+            tracked.set_id(&id);
+        }
+        let run = tracked
             .progress_sink()
-            .scope(self.engine.execute_update(sql, params))
-            .await;
+            .scope(self.engine.execute_update(sql, params));
+        let result = crate::query_log::in_query(id, run).await;
         logged(tracked, result)
     }
 

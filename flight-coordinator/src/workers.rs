@@ -116,7 +116,12 @@ impl WorkerPool {
             arrow_flight::flight_service_client::FlightServiceClient::new(self.channel(url)?)
                 .max_decoding_message_size(flight_worker::service::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(flight_worker::service::MAX_MESSAGE_BYTES);
-        Ok(FlightClient::new_from_inner(inner))
+        let mut client = FlightClient::new_from_inner(inner);
+        if let Some(id) = crate::query_log::current_query_id() {
+            // An id that is not a valid header value is left out.
+            let _ = client.add_header(flight_worker::QUERY_ID_HEADER, &id);
+        }
+        Ok(client)
     }
 
     fn signed(&self, request: worker_request::Request) -> Bytes {

@@ -46,6 +46,25 @@ pub mod storage;
 pub mod tls;
 
 pub use config::{WorkerArgs, WorkerConfig};
+
+/// Logs to stderr with `filter`: text lines, or one JSON object per event
+/// with its span fields (`query_id` among them) when `FSQL_LOG_FORMAT=json`.
+pub fn init_logging(filter: tracing_subscriber::EnvFilter) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var("FSQL_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
 pub use error::{Error, Result};
 pub use server::{SHUTDOWN_GRACE, WorkerHandle, run, start};
 pub use service::{

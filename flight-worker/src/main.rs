@@ -4,7 +4,6 @@
 //! worker, prints one ready line to stdout and serves until Ctrl-C or
 //! SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,11 +22,7 @@ async fn main() -> ExitCode {
         );
         EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    flight_worker::init_logging(filter);
     match serve(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

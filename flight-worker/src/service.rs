@@ -505,6 +505,13 @@ impl FragmentJob {
         if stats.abandoned {
             tracing::debug!(rows = stats.rows, "client went away; fragment stopped");
         }
+        tracing::info!(
+            query_id = %ticket.query_id,
+            shard = ticket.shard,
+            rows = stats.rows,
+            abandoned = stats.abandoned,
+            "fragment finished"
+        );
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ def binary(env_var: str, name: str) -> Path:
 class ServerProcess:
     """One server child process; `uri` is read from its `listening on` line."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path):
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.uri: str | None = None
@@ -63,7 +63,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1", **(env or {})},
         )
         _PROCESSES.append(self)
         self.stdout_lines: list[str] = []
