@@ -72,6 +72,10 @@ sql "SELECT c.name, count(*) AS n, min(e.at) AS first FROM events e JOIN countri
 sql "SELECT id, kind, at FROM events WHERE id BETWEEN 100 AND 110"
 sql "SELECT * FROM event" || true # fails: no such table
 sql "SELECT count(DISTINCT name) FROM users"
+{ echo "sku,price"; for i in $(seq 1 3000); do echo "$i,$((i % 97)).50"; done; } >"$WORK/items.csv"
+sql "CREATE TABLE items AS SELECT * FROM read_csv('$WORK/items.csv')"
+# Workers re-announce the shards they hold every 2 s (system.workers.shards).
+sleep 2.5
 
 mkdir -p "$(dirname "$OUT")"
 timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \

@@ -70,7 +70,7 @@ fn file_function(name: &ObjectName) -> Option<&'static str> {
 /// options are passed to the workers' DuckDB as SQL text).
 fn is_literal(e: &SqlExpr) -> bool {
     match e {
-        SqlExpr::Value(_) => true,
+        SqlExpr::Value(v) => !matches!(v.value, Value::Placeholder(_)),
         SqlExpr::UnaryOp {
             op: UnaryOperator::Minus | UnaryOperator::Plus,
             expr,
@@ -379,6 +379,7 @@ mod tests {
             "SELECT * FROM read_csv(42)",
             "SELECT * FROM read_parquet('')",
             "SELECT * FROM read_csv('a.csv', 'b')",
+            "SELECT * FROM read_csv('a.csv', header = $1)",
         ] {
             let err = calls(bad).err().unwrap_or_else(|| panic!("accepted {bad}"));
             assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");

@@ -238,6 +238,7 @@ async fn health_and_list_actions() {
                 "shard_stats",
                 "health",
                 "cancel",
+                "describe_files",
                 "SetSessionOptions",
                 "GetSessionOptions",
                 "CloseSession"

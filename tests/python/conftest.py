@@ -155,6 +155,18 @@ class ServerProcess:
             )
 
 
+HTTP_LINE = re.compile(r"http on (http://\S+)")
+
+
+def http_url(server: ServerProcess) -> str:
+    """The `--http-listen` base URL a server printed (`... http on http://HOST:PORT`)."""
+    for line in server.stdout_lines:
+        match = HTTP_LINE.search(line)
+        if match:
+            return match.group(1)
+    pytest.fail(f"{server.name} printed no `http on http://...` line: {server.stdout_lines}")
+
+
 def start_local_cluster(tmp_path_factory, workers: int, *extra: str) -> ServerProcess:
     data_dir = tmp_path_factory.mktemp(f"local-{workers}w-data")
     log_dir = tmp_path_factory.mktemp(f"local-{workers}w-logs")

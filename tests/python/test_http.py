@@ -19,20 +19,11 @@ import urllib.request
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
-from conftest import ServerProcess, binary, start_local_cluster
+from conftest import ServerProcess, binary, http_url, start_local_cluster
 
-HTTP_LINE = re.compile(r"http on (http://\S+)")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 # Straight to the loopback port, whatever http_proxy says.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_url(server: ServerProcess) -> str:
-    for line in server.stdout_lines:
-        match = HTTP_LINE.search(line)
-        if match:
-            return match.group(1)
-    pytest.fail(f"{server.name} printed no `http on http://...` line: {server.stdout_lines}")
 
 
 def get(url: str) -> tuple[int, str, str]:

@@ -96,18 +96,24 @@ def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
     return out
 
 
-def test_interactive_prompt_multiline_and_history(coordinator_uri, tmp_path):
-    argv = [str(binary("FSQL_COORDINATOR_BIN", "flight-coordinator")), "sql", "--uri", coordinator_uri]
+def _shell_on_a_terminal(uri: str, home) -> tuple[int, subprocess.Popen]:
+    """The interactive shell on a pseudo-terminal: (the terminal's fd, the process)."""
+    argv = [str(binary("FSQL_COORDINATOR_BIN", "flight-coordinator")), "sql", "--uri", uri]
     main, child = pty.openpty()
     proc = subprocess.Popen(
         argv,
         stdin=child,
         stdout=child,
         stderr=child,
-        env={**os.environ, "HOME": str(tmp_path), "NO_COLOR": "1", "TERM": "dumb"},
+        env={**os.environ, "HOME": str(home), "NO_COLOR": "1", "TERM": "dumb"},
         close_fds=True,
     )
     os.close(child)
+    return main, proc
+
+
+def test_interactive_prompt_multiline_and_history(coordinator_uri, tmp_path):
+    main, proc = _shell_on_a_terminal(coordinator_uri, tmp_path)
     try:
         _read_until(main, "fsql> ")
         os.write(main, b"SELECT 40 +\r")
@@ -154,17 +160,7 @@ def test_load_shows_progress_on_a_terminal(coordinator_uri, tmp_path):
             start = f * 100_000
             out.writelines(f"{i},name {i},{i % 1000}.25\n" for i in range(start, start + 100_000))
     t = unique("shell_load")
-    argv = [str(binary("FSQL_COORDINATOR_BIN", "flight-coordinator")), "sql", "--uri", coordinator_uri]
-    main, child = pty.openpty()
-    proc = subprocess.Popen(
-        argv,
-        stdin=child,
-        stdout=child,
-        stderr=child,
-        env={**os.environ, "HOME": str(tmp_path), "NO_COLOR": "1", "TERM": "dumb"},
-        close_fds=True,
-    )
-    os.close(child)
+    main, proc = _shell_on_a_terminal(coordinator_uri, tmp_path)
     try:
         _read_until(main, "fsql> ")
         stmt = f"CREATE TABLE {t} AS SELECT * FROM read_csv('{tmp_path}/part-*.csv');\r"

@@ -23,10 +23,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import ServerProcess, start_local_cluster
+from conftest import http_url, start_local_cluster
 from fsql_helpers import execute, flight_info, query, rows, unique
 
-HTTP_LINE = re.compile(r"http on (http://\S+)")
 CHROMIUM_TIMEOUT = 120
 # Straight to the loopback port, whatever http_proxy says.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -180,14 +179,6 @@ class Page(HTMLParser):
             for row, cls in zip(table["rows"], table["classes"])
             if len(row) == len(header)
         ]
-
-
-def http_url(server: ServerProcess) -> str:
-    for line in server.stdout_lines:
-        match = HTTP_LINE.search(line)
-        if match:
-            return match.group(1)
-    pytest.fail(f"{server.name} printed no `http on http://...` line: {server.stdout_lines}")
 
 
 @pytest.fixture(scope="module")
