@@ -13,13 +13,13 @@
 # Environment:
 #   FSQL_COORDINATOR_BIN  coordinator binary (default: <cargo target dir>/debug/flight-coordinator)
 #   FSQL_CHROMIUM_BIN     browser (default: chromium or chromium-browser on PATH)
-#   WINDOW_SIZE           browser window, WIDTHxHEIGHT (default: 1280x1400)
+#   WINDOW_SIZE           browser window, WIDTHxHEIGHT (default: 1500x1400)
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${1:-docs/img/status-page.png}"
-WINDOW_SIZE="${WINDOW_SIZE:-1280x1400}"
+WINDOW_SIZE="${WINDOW_SIZE:-1500x1400}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 COORDINATOR="${FSQL_COORDINATOR_BIN:-$TARGET_DIR/debug/flight-coordinator}"
