@@ -904,7 +904,7 @@ impl Engine {
         if !is_ctas {
             return Ok(0);
         }
-        let query_id = uuid::Uuid::new_v4().to_string();
+        let query_id = statement_query_id();
         let result = async {
             let planned = self
                 .plan_logical((*c.input).clone(), params, &query_id, true)
@@ -1137,7 +1137,7 @@ impl Engine {
                 // One execution per parameter row (executemany).
                 for row in 0..rows_of_params {
                     let input = Self::bind((*dml.input).clone(), params, row)?;
-                    let query_id = uuid::Uuid::new_v4().to_string();
+                    let query_id = statement_query_id();
                     let planned = self.plan_logical(input, None, &query_id, true).await?;
                     total += self.load(&meta, planned).await?;
                 }
@@ -1212,6 +1212,12 @@ impl Engine {
             failed.join("; ")
         )))
     }
+}
+
+/// The id for the tickets of a statement's query: the statement's own (so
+/// the workers' logs name it), else a fresh one.
+fn statement_query_id() -> String {
+    crate::query_log::current_query_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The two-column result of EXPLAIN.

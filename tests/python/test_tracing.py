@@ -77,11 +77,14 @@ def test_query_id_follows_a_query_to_the_workers(tmp_path_factory):
                 cur.execute(f"INSERT INTO {t} VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
                 cur.execute(f"SELECT count(*) AS n FROM {t}")
                 assert cur.fetchall() == [(4,)]
+                cur.execute(f"CREATE TABLE {t}_copy AS SELECT * FROM {t}")
                 cur.execute(
                     "SELECT id, sql FROM system.queries WHERE state = 'finished' "
                     f"AND sql LIKE '%{t}%' AND sql NOT LIKE 'CREATE%'"
                 )
                 ids = {sql.split()[0]: qid for qid, sql in cur.fetchall()}
+                cur.execute(f"SELECT id FROM system.queries WHERE sql LIKE 'CREATE TABLE {t}_copy%'")
+                (copy_id,) = cur.fetchone()
         insert_id, select_id = ids["INSERT"], ids["SELECT"]
         time.sleep(0.5)  # let the last log lines reach the files
 
@@ -105,6 +108,11 @@ def test_query_id_follows_a_query_to_the_workers(tmp_path_factory):
                 and e.get("fields", {}).get("message") == "fragment finished"
                 for e in evs
             ), f"{w.name} logged no fragment for query {select_id}"
+            # CREATE TABLE AS: the shard reads and the writes under the statement's id.
+            for span in ("do_get", "do_put"):
+                assert any(
+                    copy_id in query_ids(e) and e.get("span", {}).get("name") == span for e in evs
+                ), f"{w.name} logged no {span} for query {copy_id}"
     finally:
         for s in reversed(servers):
             s.stop_checked()
