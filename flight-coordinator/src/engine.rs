@@ -557,7 +557,10 @@ impl Engine {
         let plan = Self::bind(plan, params, 0)?;
         let plan = crate::semantics::duckdb_semantics(plan)?;
         let state = self.state();
-        let optimized = state.optimize(&plan)?;
+        let mut optimized = state.optimize(&plan)?;
+        if distributed {
+            optimized = crate::reduce::reduce_joins(optimized)?;
+        }
         let schema = nullable_schema(optimized.schema().as_arrow());
         let planner = DistributedPlanner {
             catalog: &self.catalog,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod planner;
 pub mod query_log;
+pub mod reduce;
 pub mod semantics;
 pub mod server;
 pub mod service;

@@ -694,6 +694,39 @@ impl DistributedPlanner<'_> {
         )?)))
     }
 
+    /// The filtering side of a semi or anti join computed on the coordinator
+    /// needs only its distinct keys: each shard sends them once.
+    fn distinct_keys(j: &datafusion::logical_expr::Join, right: Local) -> Local {
+        let Dist::Sharded { table, .. } = &right.dist else {
+            return right;
+        };
+        if !matches!(j.join_type, JoinType::LeftSemi | JoinType::LeftAnti) || j.filter.is_some() {
+            return right;
+        }
+        let mut keys: Vec<Expr> = Vec::new();
+        for (_, r) in &j.on {
+            if !matches!(r, Expr::Column(_)) {
+                return right;
+            }
+            if !keys.contains(r) {
+                keys.push(r.clone());
+            }
+        }
+        let dedup = Aggregate::try_new(Arc::new(right.plan.clone()), keys, vec![])
+            .map(LogicalPlan::Aggregate);
+        match dedup {
+            Ok(plan) if translatable(&plan) => Local {
+                plan,
+                dist: Dist::Sharded {
+                    table: Arc::clone(table),
+                    keys: vec![],
+                },
+                tables: right.tables,
+            },
+            _ => right,
+        }
+    }
+
     fn join(
         &self,
         plan: &LogicalPlan,
@@ -702,6 +735,9 @@ impl DistributedPlanner<'_> {
     ) -> Result<Node> {
         let [left, right] = match <[Node; 2]>::try_from(children) {
             Ok([Node::Local(l), Node::Local(r)]) => [l, r],
+            Ok([l, Node::Local(r)]) => {
+                return self.remote(plan, vec![l, Node::Local(Self::distinct_keys(j, r))]);
+            }
             Ok([l, r]) => return self.remote(plan, vec![l, r]),
             Err(v) => return self.remote(plan, v),
         };
@@ -769,6 +805,7 @@ impl DistributedPlanner<'_> {
             _ => None,
         };
         let Some(dist) = dist else {
+            let right = Self::distinct_keys(j, right);
             return self.remote(plan, vec![Node::Local(left), Node::Local(right)]);
         };
         let candidate = remote_children(plan, vec![left.plan.clone(), right.plan.clone()])?;

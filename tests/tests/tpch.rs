@@ -68,6 +68,53 @@ async fn tpch_three_workers_uneven_shards() {
     run(3, 5, tpch::Layout::Distributed).await;
 }
 
+/// The (plan_type, plan) rows of an EXPLAIN statement.
+async fn explain(cl: &mut Client, sql: &str) -> Vec<(String, String)> {
+    let mut parts = Vec::new();
+    for b in &cl.query(sql).await.unwrap() {
+        let t = b.column(0).as_string::<i32>();
+        let p = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            parts.push((t.value(i).to_string(), p.value(i).to_string()));
+        }
+    }
+    parts
+}
+
+/// Correlated subqueries over lineitem/orders whose outer side is a filtered
+/// reference table: the shards reduce their rows to that table's keys
+/// before aggregating or sending them (`reduce.rs`), and the anti join's
+/// side arrives deduplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_subqueries_reduced_to_reference_keys() {
+    let c = TestCluster::start(2).await;
+    flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 2, tpch::Layout::Star)
+        .await
+        .unwrap();
+    let mut cl = c.client().await;
+    // (query, distributed table, reference table its fragment must also read)
+    for (n, table, reducer) in [
+        (17, "lineitem__s0", "part__ref"),
+        (20, "lineitem__s0", "partsupp__ref"),
+        (22, "orders__s0", "customer__ref"),
+    ] {
+        let parts = explain(&mut cl, &format!("EXPLAIN {}", tpch::query(n).unwrap())).await;
+        let text: String = parts.iter().map(|(t, p)| format!("{t}\n{p}\n")).collect();
+        // The fragment reading the distributed table, as DuckDB SQL.
+        let fragment = parts
+            .iter()
+            .filter(|(t, _)| t.starts_with("fragment #"))
+            .map(|(_, p)| p.lines().nth(1).unwrap_or_default())
+            .find(|sql| sql.contains(table) && sql.contains("GROUP BY"))
+            .unwrap_or_else(|| panic!("Q{n}: no aggregating fragment over {table} in {text}"));
+        assert!(
+            fragment.contains(reducer) && fragment.contains("EXISTS"),
+            "Q{n}: {fragment}"
+        );
+    }
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn explain_q1_aggregates_on_the_shards() {
     let c = TestCluster::start(2).await;
@@ -75,19 +122,10 @@ async fn explain_q1_aggregates_on_the_shards() {
         .await
         .unwrap();
     let mut cl = c.client().await;
-    let b = cl
-        .query(&format!("EXPLAIN {}", tpch::query(1).unwrap()))
+    let text: String = explain(&mut cl, &format!("EXPLAIN {}", tpch::query(1).unwrap()))
         .await
-        .unwrap();
-    let text: String = b
         .iter()
-        .flat_map(|b| {
-            let t = b.column(0).as_string::<i32>();
-            let p = b.column(1).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| format!("{}\n{}\n", t.value(i), p.value(i)))
-                .collect::<Vec<_>>()
-        })
+        .map(|(t, p)| format!("{t}\n{p}\n"))
         .collect();
     // The merge plan aggregates the shards' partial aggregates ...
     assert!(text.contains("Merged at the coordinator"), "{text}");

@@ -1,0 +1,396 @@
+//! Semi-join reduction of distributed join inputs, before distributed
+//! planning.
+//!
+//! DataFusion decorrelates `l_quantity < (SELECT avg(l_quantity) FROM
+//! lineitem WHERE l_partkey = p_partkey)` into a join with an aggregate over
+//! *all* of `lineitem` grouped by `l_partkey`. On the cluster that aggregate
+//! is split: every shard sends one partial row per part key, although the
+//! other join side keeps only the few keys of the filtered `part` rows.
+//! Likewise `NOT EXISTS (SELECT * FROM orders WHERE o_custkey = c_custkey)`
+//! over filtered customers gathers every order.
+//!
+//! For a join whose other side's key values all come from a filtered subtree
+//! of reference tables (present on every worker), this rule adds `LEFT SEMI
+//! JOIN (that subtree's keys)` to the distributed side, as deep as it can go
+//! (below projections, filters, aggregates grouping on the key, and into the
+//! side of an inner join holding the key). The added join is shard-local, so
+//! the shards send only rows and groups that can match. It changes no
+//! answer: a row or group whose key is not among the other side's key values
+//! matches nothing (equi-join keys never match NULL), and the reduced side is
+//! never the preserved side of an outer or anti join.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, NullEquality, Result};
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::{
+    Distinct, Join, JoinConstraint, JoinType, LogicalPlan, Projection, SubqueryAlias,
+};
+use datafusion::prelude::Expr;
+
+use crate::table::ClusterTable;
+
+static REDUCER_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Adds semi-join reductions to every join of `plan` where one applies.
+pub fn reduce_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up_with_subqueries(|node| {
+            let LogicalPlan::Join(join) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            match reduce_join(join)? {
+                Some(j) => Ok(Transformed::yes(LogicalPlan::Join(j))),
+                None => Ok(Transformed::no(node)),
+            }
+        })?
+        .data)
+}
+
+fn reduce_join(join: &Join) -> Result<Option<Join>> {
+    use JoinType::*;
+    if join.null_equality != NullEquality::NullEqualsNothing || join.null_aware {
+        return Ok(None);
+    }
+    // A side may shrink unless it is preserved.
+    let mut right = None;
+    if matches!(join.join_type, Inner | Left | LeftSemi | LeftAnti) {
+        let pairs: Vec<_> = join
+            .on
+            .iter()
+            .map(|(l, r)| (r.clone(), l.clone()))
+            .collect();
+        right = reduce_side(&join.right, &join.left, &pairs, join.join_type)?;
+    }
+    let mut left = None;
+    if matches!(join.join_type, Inner | Right | RightSemi | RightAnti) {
+        left = reduce_side(&join.left, &join.right, &join.on, join.join_type)?;
+    }
+    if left.is_none() && right.is_none() {
+        return Ok(None);
+    }
+    let join = join.clone();
+    Ok(Some(Join::try_new(
+        left.map_or(join.left, Arc::new),
+        right.map_or(join.right, Arc::new),
+        join.on,
+        join.filter,
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
+    )?))
+}
+
+/// Reduces `target` by the key values of `other`; `pairs` are the join keys
+/// as (target expression, other expression).
+fn reduce_side(
+    target: &LogicalPlan,
+    other: &LogicalPlan,
+    pairs: &[(Expr, Expr)],
+    join_type: JoinType,
+) -> Result<Option<LogicalPlan>> {
+    if !has_distributed(target) {
+        return Ok(None);
+    }
+    // Trace each key of `other` to a filtered reference subtree; use the
+    // subtree that covers the most keys.
+    let mut best: Option<(LogicalPlan, Vec<(Column, Column)>)> = None;
+    let mut groups: Vec<(LogicalPlan, Vec<(Column, Column)>)> = Vec::new();
+    for (t, o) in pairs {
+        let (Expr::Column(tc), Expr::Column(oc)) = (t, o) else {
+            continue;
+        };
+        let Some((source, sc)) = find_source(other, oc) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(p, _)| *p == source) {
+            Some((_, cols)) => cols.push((tc.clone(), sc)),
+            None => groups.push((source, vec![(tc.clone(), sc)])),
+        }
+    }
+    for g in groups {
+        if best.as_ref().is_none_or(|b| g.1.len() > b.1.len()) {
+            best = Some(g);
+        }
+    }
+    let Some((source, cols)) = best else {
+        return Ok(None);
+    };
+    // Same types on both sides, so the semi join needs no casts.
+    let same_types = cols.iter().all(|(tc, sc)| {
+        match (
+            target.schema().qualified_field_from_column(tc),
+            source.schema().qualified_field_from_column(sc),
+        ) {
+            (Ok((_, a)), Ok((_, b))) => a.data_type() == b.data_type(),
+            _ => false,
+        }
+    });
+    if !same_types {
+        return Ok(None);
+    }
+    let alias = format!(
+        "__fsql_keys_{}",
+        REDUCER_IDS.fetch_add(1, Ordering::Relaxed)
+    );
+    let exprs = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (_, sc))| Expr::Column(sc.clone()).alias(format!("k{i}")))
+        .collect();
+    let reducer = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+        Arc::new(LogicalPlan::Projection(Projection::try_new(
+            exprs,
+            Arc::new(source),
+        )?)),
+        alias.as_str(),
+    )?);
+    let reducer_cols: Vec<Column> = (0..cols.len())
+        .map(|i| Column::new(Some(alias.as_str()), format!("k{i}")))
+        .collect();
+    let target_cols: Vec<Column> = cols.into_iter().map(|(tc, _)| tc).collect();
+    let mut crossed = false;
+    let Some(reduced) = push_semi(target, &target_cols, &reducer, &reducer_cols, &mut crossed)?
+    else {
+        return Ok(None);
+    };
+    // Worth it when the target is cut (aggregated or deduplicated on the
+    // shards) below the join, or when the join cannot run on the shards
+    // anyway: an outer, semi or anti join of reference rows with distributed
+    // ones. An inner join with reference tables already runs on the shards.
+    let useful = crossed || (join_type != JoinType::Inner && !has_distributed(other));
+    Ok(useful.then_some(reduced))
+}
+
+/// Output column `i` of `plan`.
+fn column_at(plan: &LogicalPlan, i: usize) -> Column {
+    let (q, f) = plan.schema().qualified_field(i);
+    Column::new(q.cloned(), f.name())
+}
+
+fn plain_column(e: &Expr) -> Option<&Column> {
+    match e {
+        Expr::Column(c) => Some(c),
+        Expr::Alias(a) => plain_column(&a.expr),
+        _ => None,
+    }
+}
+
+/// Maps output column `c` of `plan` to the input column it passes through
+/// unchanged: (input index, column), or `None` if computed.
+fn input_column(plan: &LogicalPlan, c: &Column) -> Option<(usize, Column)> {
+    let i = plan.schema().index_of_column(c).ok()?;
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let inner = plain_column(&p.expr[i])?;
+            p.input.schema().index_of_column(inner).ok()?;
+            Some((0, inner.clone()))
+        }
+        LogicalPlan::SubqueryAlias(a) => Some((0, column_at(&a.input, i))),
+        LogicalPlan::Filter(_) | LogicalPlan::Distinct(Distinct::All(_)) => Some((0, c.clone())),
+        LogicalPlan::Sort(s) if s.fetch.is_none() => Some((0, c.clone())),
+        LogicalPlan::Aggregate(a) => {
+            let inner = plain_column(a.group_expr.get(i)?)?;
+            Some((0, inner.clone()))
+        }
+        LogicalPlan::Join(j) => {
+            let left_len = j.left.schema().fields().len();
+            match j.join_type {
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                    if i < left_len {
+                        Some((0, column_at(&j.left, i)))
+                    } else {
+                        Some((1, column_at(&j.right, i - left_len)))
+                    }
+                }
+                JoinType::LeftSemi | JoinType::LeftAnti => Some((0, column_at(&j.left, i))),
+                JoinType::RightSemi | JoinType::RightAnti => Some((1, column_at(&j.right, i))),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The highest filtered reference-only subtree of `plan` whose column holds
+/// every value `c` can take (NULL aside), with that column.
+fn find_source(plan: &LogicalPlan, c: &Column) -> Option<(LogicalPlan, Column)> {
+    if reference_only(plan) && filtered(plan) {
+        let i = plan.schema().index_of_column(c).ok()?;
+        return Some((plan.clone(), column_at(plan, i)));
+    }
+    if let LogicalPlan::Limit(l) = plan {
+        // A limit keeps a subset of its input's rows.
+        return find_source(&l.input, c);
+    }
+    let (child, inner) = input_column(plan, c)?;
+    if let LogicalPlan::Join(j) = plan {
+        let (this, that, keys_this_side) = if child == 0 {
+            (&j.left, &j.right, true)
+        } else {
+            (&j.right, &j.left, false)
+        };
+        if let Some(found) = find_source(this, &inner) {
+            return Some(found);
+        }
+        // An inner or semi join's key equals the other side's key.
+        let equal_keys = match j.join_type {
+            JoinType::Inner => true,
+            JoinType::LeftSemi => keys_this_side,
+            JoinType::RightSemi => !keys_this_side,
+            _ => false,
+        };
+        if !equal_keys {
+            return None;
+        }
+        return j.on.iter().find_map(|(l, r)| {
+            let (mine, theirs) = if keys_this_side { (l, r) } else { (r, l) };
+            match (mine, theirs) {
+                (Expr::Column(m), Expr::Column(t)) if *m == inner => find_source(that, t),
+                _ => None,
+            }
+        });
+    }
+    find_source(plan.inputs()[child], &inner)
+}
+
+/// Puts `target SEMI JOIN reducer ON cols = reducer_cols` as deep into
+/// `target` as it can go; `crossed` is set when it went below an
+/// aggregate or DISTINCT. `None` when it would land on reference tables
+/// only.
+fn push_semi(
+    target: &LogicalPlan,
+    cols: &[Column],
+    reducer: &LogicalPlan,
+    reducer_cols: &[Column],
+    crossed: &mut bool,
+) -> Result<Option<LogicalPlan>> {
+    if !has_distributed(target) {
+        return Ok(None);
+    }
+    let mapped: Option<Vec<(usize, Column)>> =
+        cols.iter().map(|c| input_column(target, c)).collect();
+    let child = mapped.as_ref().and_then(|m| {
+        let first = m.first()?.0;
+        m.iter().all(|(i, _)| *i == first).then_some(first)
+    });
+    // Which input the semi join may move into.
+    let movable = match (target, child) {
+        (LogicalPlan::Join(j), Some(side)) => match j.join_type {
+            JoinType::Inner => true,
+            JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => side == 0,
+            JoinType::Right | JoinType::RightSemi | JoinType::RightAnti => side == 1,
+            _ => false,
+        },
+        (_, Some(_)) => true,
+        _ => false,
+    };
+    if movable && let (Some(mapped), Some(side)) = (mapped, child) {
+        let inner_cols: Vec<Column> = mapped.into_iter().map(|(_, c)| c).collect();
+        let input = target.inputs()[side];
+        if let Some(new_input) = push_semi(input, &inner_cols, reducer, reducer_cols, crossed)? {
+            if matches!(
+                target,
+                LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(Distinct::All(_))
+            ) {
+                *crossed = true;
+            }
+            let mut inputs: Vec<LogicalPlan> = target.inputs().into_iter().cloned().collect();
+            inputs[side] = new_input;
+            return Ok(Some(target.with_new_exprs(target.expressions(), inputs)?));
+        }
+        // The key's side holds reference tables only: reduce here.
+    }
+    let on = cols
+        .iter()
+        .zip(reducer_cols)
+        .map(|(t, r)| (Expr::Column(t.clone()), Expr::Column(r.clone())))
+        .collect();
+    Ok(Some(LogicalPlan::Join(Join::try_new(
+        Arc::new(target.clone()),
+        Arc::new(reducer.clone()),
+        on,
+        None,
+        JoinType::LeftSemi,
+        JoinConstraint::On,
+        NullEquality::NullEqualsNothing,
+        false,
+    )?)))
+}
+
+/// Whether `node` scans a reference table of the cluster.
+fn reference_scan(node: &LogicalPlan) -> bool {
+    let LogicalPlan::TableScan(scan) = node else {
+        return false;
+    };
+    source_as_provider(&scan.source).is_ok_and(|p| {
+        p.downcast_ref::<ClusterTable>()
+            .is_some_and(|t| t.files.is_none() && t.meta.is_reference())
+    })
+}
+
+/// Whether `plan` (subqueries included) reads a table that is not a
+/// reference table.
+fn has_distributed(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(_) = node {
+            if !reference_scan(node) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Whether `plan` reads only reference tables through plain relational
+/// nodes, with no subqueries and nothing volatile, so that a copy of it
+/// computes the same rows on any worker.
+fn reference_only(plan: &LogicalPlan) -> bool {
+    let mut ok = true;
+    let _ = plan.apply(|node| {
+        let node_ok = match node {
+            LogicalPlan::TableScan(_) => reference_scan(node),
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Aggregate(_)
+            | LogicalPlan::Distinct(Distinct::All(_))
+            | LogicalPlan::Join(_) => true,
+            _ => false,
+        } && node.expressions().iter().all(|e| {
+            !e.is_volatile()
+                && !e
+                    .exists(|x| {
+                        Ok(matches!(
+                            x,
+                            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                        ))
+                    })
+                    .unwrap_or(true)
+        });
+        if !node_ok {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok
+}
+
+/// Whether `plan` filters rows anywhere (a filter or a scan with filters).
+fn filtered(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(match node {
+            LogicalPlan::Filter(_) => true,
+            LogicalPlan::TableScan(s) => !s.filters.is_empty(),
+            _ => false,
+        })
+    })
+    .unwrap_or(false)
+}
