@@ -321,29 +321,27 @@ fn push_semi(
     )?)))
 }
 
-/// Whether `node` scans a reference table of the cluster.
-fn reference_scan(node: &LogicalPlan) -> bool {
+/// The cluster table `node` scans: `Some(true)` for a reference table,
+/// `Some(false)` for a sharded table or files, `None` for anything else.
+fn scan_kind(node: &LogicalPlan) -> Option<bool> {
     let LogicalPlan::TableScan(scan) = node else {
-        return false;
+        return None;
     };
-    source_as_provider(&scan.source).is_ok_and(|p| {
-        p.downcast_ref::<ClusterTable>()
-            .is_some_and(|t| t.files.is_none() && t.meta.is_reference())
-    })
+    let provider = source_as_provider(&scan.source).ok()?;
+    let table = provider.downcast_ref::<ClusterTable>()?;
+    Some(table.files.is_none() && table.meta.is_reference())
 }
 
-/// Whether `plan` (subqueries included) reads a table that is not a
-/// reference table.
+/// Whether `plan` (subqueries included) reads a sharded table or files.
 fn has_distributed(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(_) = node {
-            if !reference_scan(node) {
-                found = true;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        found = scan_kind(node) == Some(false);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     found
 }
@@ -352,10 +350,9 @@ fn has_distributed(plan: &LogicalPlan) -> bool {
 /// nodes, with no subqueries and nothing volatile, so that a copy of it
 /// computes the same rows on any worker.
 fn reference_only(plan: &LogicalPlan) -> bool {
-    let mut ok = true;
-    let _ = plan.apply(|node| {
-        let node_ok = match node {
-            LogicalPlan::TableScan(_) => reference_scan(node),
+    let plain = |node: &LogicalPlan| {
+        let kind_ok = match node {
+            LogicalPlan::TableScan(_) => scan_kind(node) == Some(true),
             LogicalPlan::Projection(_)
             | LogicalPlan::Filter(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -363,24 +360,21 @@ fn reference_only(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Distinct(Distinct::All(_))
             | LogicalPlan::Join(_) => true,
             _ => false,
-        } && node.expressions().iter().all(|e| {
-            !e.is_volatile()
-                && !e
-                    .exists(|x| {
-                        Ok(matches!(
-                            x,
-                            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-                        ))
-                    })
-                    .unwrap_or(true)
-        });
-        if !node_ok {
-            ok = false;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    ok
+        };
+        kind_ok
+            && node.expressions().iter().all(|e| {
+                !e.is_volatile()
+                    && !e
+                        .exists(|x| {
+                            Ok(matches!(
+                                x,
+                                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                            ))
+                        })
+                        .unwrap_or(true)
+            })
+    };
+    !plan.exists(|node| Ok(!plain(node))).unwrap_or(true)
 }
 
 /// Whether `plan` filters rows anywhere (a filter or a scan with filters).
