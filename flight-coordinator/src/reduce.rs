@@ -1,5 +1,5 @@
-//! Semi-join reduction of distributed join inputs, before distributed
-//! planning.
+//! Semi-join reduction of distributed join inputs and semi-join push-down,
+//! before distributed planning.
 //!
 //! DataFusion decorrelates `l_quantity < (SELECT avg(l_quantity) FROM
 //! lineitem WHERE l_partkey = p_partkey)` into a join with an aggregate over
@@ -18,6 +18,11 @@
 //! answer: a row or group whose key is not among the other side's key values
 //! matches nothing (equi-join keys never match NULL), and the reduced side is
 //! never the preserved side of an outer or anti join.
+//!
+//! The same pass moves semi and anti joins (`IN`, `EXISTS` and their
+//! negations) below the joins, projections and aggregates of their left side
+//! to the input holding the keys, so they filter rows before the joins
+//! rather than after them ([`push_down_semi_join`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +46,15 @@ pub fn reduce_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
             let LogicalPlan::Join(join) = &node else {
                 return Ok(Transformed::no(node));
             };
-            match reduce_join(join)? {
-                Some(j) => Ok(Transformed::yes(LogicalPlan::Join(j))),
-                None => Ok(Transformed::no(node)),
+            let reduced = reduce_join(join)?;
+            let join = reduced.as_ref().unwrap_or(join);
+            if let Some(pushed) = push_down_semi_join(join)? {
+                return Ok(Transformed::yes(pushed));
             }
+            Ok(match reduced {
+                Some(j) => Transformed::yes(LogicalPlan::Join(j)),
+                None => Transformed::no(node),
+            })
         })?
         .data)
 }
@@ -152,9 +162,15 @@ fn reduce_side(
         .map(|i| Column::new(Some(alias.as_str()), format!("k{i}")))
         .collect();
     let target_cols: Vec<Column> = cols.into_iter().map(|(tc, _)| tc).collect();
+    let semi = SemiJoin {
+        join_type: JoinType::LeftSemi,
+        right: &reducer,
+        right_keys: reducer_cols.into_iter().map(Expr::Column).collect(),
+        null_aware: false,
+        distributed_only: true,
+    };
     let mut crossed = false;
-    let Some(reduced) = push_semi(target, &target_cols, &reducer, &reducer_cols, &mut crossed)?
-    else {
+    let Some(reduced) = place(target, &target_cols, &semi, &mut crossed)? else {
         return Ok(None);
     };
     // Worth it when the target is cut (aggregated or deduplicated on the
@@ -257,68 +273,129 @@ fn find_source(plan: &LogicalPlan, c: &Column) -> Option<(LogicalPlan, Column)> 
     find_source(plan.inputs()[child], &inner)
 }
 
-/// Puts `target SEMI JOIN reducer ON cols = reducer_cols` as deep into
-/// `target` as it can go; `crossed` is set when it went below an
-/// aggregate or DISTINCT. `None` when it would land on reference tables
-/// only.
-fn push_semi(
+/// A semi or anti join to place over some subtree: `<subtree> join_type
+/// JOIN right ON <key columns> = right_keys`.
+struct SemiJoin<'a> {
+    join_type: JoinType,
+    right: &'a LogicalPlan,
+    right_keys: Vec<Expr>,
+    null_aware: bool,
+    /// Only over subtrees reading distributed tables (a reduction).
+    distributed_only: bool,
+}
+
+/// Puts `target <semi join>` as deep into `target` as it can go, `cols`
+/// being the key columns of `target`. `crossed` is set when it went below
+/// an aggregate or DISTINCT. `None` when `semi.distributed_only` and it
+/// would land on reference tables only.
+fn place(
     target: &LogicalPlan,
     cols: &[Column],
-    reducer: &LogicalPlan,
-    reducer_cols: &[Column],
+    semi: &SemiJoin,
     crossed: &mut bool,
 ) -> Result<Option<LogicalPlan>> {
-    if !has_distributed(target) {
+    if semi.distributed_only && !has_distributed(target) {
         return Ok(None);
     }
-    let mapped: Option<Vec<(usize, Column)>> =
-        cols.iter().map(|c| input_column(target, c)).collect();
-    let child = mapped.as_ref().and_then(|m| {
-        let first = m.first()?.0;
-        m.iter().all(|(i, _)| *i == first).then_some(first)
-    });
-    // Which input the semi join may move into.
-    let movable = match (target, child) {
-        (LogicalPlan::Join(j), Some(side)) => match j.join_type {
+    if let Some(below) = place_below(target, cols, semi, crossed)? {
+        return Ok(Some(below));
+    }
+    let on = cols
+        .iter()
+        .zip(&semi.right_keys)
+        .map(|(t, r)| (Expr::Column(t.clone()), r.clone()))
+        .collect();
+    Ok(Some(LogicalPlan::Join(Join::try_new(
+        Arc::new(target.clone()),
+        Arc::new(semi.right.clone()),
+        on,
+        None,
+        semi.join_type,
+        JoinConstraint::On,
+        NullEquality::NullEqualsNothing,
+        semi.null_aware,
+    )?)))
+}
+
+/// [`place`] into the input of `target` that holds every key column, if
+/// filtering that input filters `target` alike.
+fn place_below(
+    target: &LogicalPlan,
+    cols: &[Column],
+    semi: &SemiJoin,
+    crossed: &mut bool,
+) -> Result<Option<LogicalPlan>> {
+    let Some(mapped) = cols
+        .iter()
+        .map(|c| input_column(target, c))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let Some(side) = mapped.first().map(|(i, _)| *i) else {
+        return Ok(None);
+    };
+    if mapped.iter().any(|(i, _)| *i != side) {
+        return Ok(None);
+    }
+    // Never into the side an outer or anti join keeps unmatched rows of
+    // the other side for.
+    if let LogicalPlan::Join(j) = target {
+        let ok = match j.join_type {
             JoinType::Inner => true,
             JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => side == 0,
             JoinType::Right | JoinType::RightSemi | JoinType::RightAnti => side == 1,
             _ => false,
-        },
-        (_, Some(_)) => true,
-        _ => false,
-    };
-    if movable && let (Some(mapped), Some(side)) = (mapped, child) {
-        let inner_cols: Vec<Column> = mapped.into_iter().map(|(_, c)| c).collect();
-        let input = target.inputs()[side];
-        if let Some(new_input) = push_semi(input, &inner_cols, reducer, reducer_cols, crossed)? {
-            if matches!(
-                target,
-                LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(Distinct::All(_))
-            ) {
-                *crossed = true;
-            }
-            let mut inputs: Vec<LogicalPlan> = target.inputs().into_iter().cloned().collect();
-            inputs[side] = new_input;
-            return Ok(Some(target.with_new_exprs(target.expressions(), inputs)?));
+        };
+        if !ok {
+            return Ok(None);
         }
-        // The key's side holds reference tables only: reduce here.
     }
-    let on = cols
+    let inner_cols: Vec<Column> = mapped.into_iter().map(|(_, c)| c).collect();
+    let Some(new_input) = place(target.inputs()[side], &inner_cols, semi, crossed)? else {
+        return Ok(None);
+    };
+    if matches!(
+        target,
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(Distinct::All(_))
+    ) {
+        *crossed = true;
+    }
+    let mut inputs: Vec<LogicalPlan> = target.inputs().into_iter().cloned().collect();
+    inputs[side] = new_input;
+    Ok(Some(target.with_new_exprs(target.expressions(), inputs)?))
+}
+
+/// Moves a semi or anti join (without a join filter) below the nodes of its
+/// left side that keep the key columns, e.g. into the `orders` side of
+/// `customer JOIN orders JOIN lineitem` for `o_orderkey IN (...)` (TPC-H
+/// Q18), so it filters before the joins instead of after them.
+fn push_down_semi_join(join: &Join) -> Result<Option<LogicalPlan>> {
+    if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+        || join.filter.is_some()
+        || join.null_equality != NullEquality::NullEqualsNothing
+    {
+        return Ok(None);
+    }
+    let Some(cols) = join
+        .on
         .iter()
-        .zip(reducer_cols)
-        .map(|(t, r)| (Expr::Column(t.clone()), Expr::Column(r.clone())))
-        .collect();
-    Ok(Some(LogicalPlan::Join(Join::try_new(
-        Arc::new(target.clone()),
-        Arc::new(reducer.clone()),
-        on,
-        None,
-        JoinType::LeftSemi,
-        JoinConstraint::On,
-        NullEquality::NullEqualsNothing,
-        false,
-    )?)))
+        .map(|(l, _)| match l {
+            Expr::Column(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let semi = SemiJoin {
+        join_type: join.join_type,
+        right: &join.right,
+        right_keys: join.on.iter().map(|(_, r)| r.clone()).collect(),
+        null_aware: join.null_aware,
+        distributed_only: false,
+    };
+    place_below(&join.left, &cols, &semi, &mut false)
 }
 
 /// The cluster table `node` scans: `Some(true)` for a reference table,

@@ -598,10 +598,23 @@ fn literal(v: &ScalarValue) -> Result<String> {
         Float32(Some(x)) => typed(quote_str(&float_text(f64::from(*x))), "FLOAT"),
         Float64(Some(x)) => typed(quote_str(&float_text(*x)), "DOUBLE"),
         Utf8(Some(s)) | LargeUtf8(Some(s)) | Utf8View(Some(s)) => quote_str(s),
-        Decimal128(Some(x), p, s) => typed(
-            quote_str(&decimal_text(*x, *s)),
-            &format!("DECIMAL({p},{})", (*s).max(0)),
-        ),
+        // The narrowest DECIMAL holding the value, at the same scale (as
+        // DuckDB types its own literals): DataFusion types `1 - l_discount`'s
+        // `1` DECIMAL(20,0), which would push the arithmetic above it into
+        // 128-bit decimals, several times slower in DuckDB. Results keep
+        // their values and are cast to the expected schema.
+        Decimal128(Some(x), _, s) => {
+            let digits = x.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+            let (precision, scale) = if *s >= 0 {
+                (digits.max(s.unsigned_abs().into()), *s)
+            } else {
+                (digits + u32::from(s.unsigned_abs()), 0)
+            };
+            typed(
+                quote_str(&decimal_text(*x, *s)),
+                &format!("DECIMAL({},{scale})", precision.clamp(1, 38)),
+            )
+        }
         Date32(Some(_)) | Date64(Some(_)) => typed(quote_str(&v.to_string()), "DATE"),
         TimestampSecond(Some(x), None) => format!("make_timestamp(CAST({x} AS BIGINT) * 1000000)"),
         TimestampMillisecond(Some(x), None) => {
@@ -715,9 +728,19 @@ mod tests {
         assert_eq!(decimal_text(-123456, 3), "-123.456");
         assert_eq!(decimal_text(7, 0), "7");
         assert_eq!(decimal_text(7, -2), "700");
+        // The narrowest type holding the value, at the same scale.
+        let lit = |x, p, s| literal(&ScalarValue::Decimal128(Some(x), p, s)).unwrap();
+        assert_eq!(lit(1, 20, 0), "CAST('1' AS DECIMAL(1,0))");
+        assert_eq!(lit(0, 20, 0), "CAST('0' AS DECIMAL(1,0))");
+        assert_eq!(lit(5, 15, 2), "CAST('0.05' AS DECIMAL(2,2))");
+        assert_eq!(lit(-123456, 38, 3), "CAST('-123.456' AS DECIMAL(6,3))");
+        assert_eq!(lit(7, 10, -2), "CAST('700' AS DECIMAL(3,0))");
         assert_eq!(
-            literal(&ScalarValue::Decimal128(Some(1), 20, 0)).unwrap(),
-            "CAST('1' AS DECIMAL(20,0))"
+            lit(i128::MAX / 10, 38, 10),
+            format!(
+                "CAST('{}' AS DECIMAL(38,10))",
+                decimal_text(i128::MAX / 10, 10)
+            )
         );
     }
 

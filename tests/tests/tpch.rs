@@ -112,6 +112,23 @@ async fn explain_subqueries_reduced_to_reference_keys() {
             "Q{n}: {fragment}"
         );
     }
+    // Q18's `o_orderkey IN (...)` filters orders before the join with
+    // lineitem, not the joined rows.
+    let parts = explain(&mut cl, &format!("EXPLAIN {}", tpch::query(18).unwrap())).await;
+    let plan = &parts
+        .iter()
+        .find(|(t, _)| t.starts_with("fragment #"))
+        .unwrap()
+        .1;
+    let line = |needle: &str| {
+        plan.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in {plan}"))
+    };
+    assert!(
+        line("LeftSemi Join") > line("Inner Join: orders.o_orderkey = lineitem.l_orderkey"),
+        "{plan}"
+    );
     c.stop().await;
 }
 
