@@ -560,6 +560,7 @@ impl Engine {
         let mut optimized = state.optimize(&plan)?;
         if distributed {
             optimized = crate::reduce::reduce_joins(optimized)?;
+            optimized = crate::eager::eager_aggregation(optimized)?;
         }
         let schema = nullable_schema(optimized.schema().as_arrow());
         let planner = DistributedPlanner {

@@ -9,6 +9,7 @@
 //! touches DuckDB directly: workers do, through signed tickets and requests.
 
 pub mod catalog;
+pub mod eager;
 pub mod engine;
 pub mod error;
 pub mod files;

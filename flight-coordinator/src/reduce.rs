@@ -46,9 +46,10 @@ pub fn reduce_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
             let LogicalPlan::Join(join) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let reduced = reduce_join(join)?;
+            // Optimizations: where one cannot be built, plan without it.
+            let reduced = reduce_join(join).ok().flatten();
             let join = reduced.as_ref().unwrap_or(join);
-            if let Some(pushed) = push_down_semi_join(join)? {
+            if let Ok(Some(pushed)) = push_down_semi_join(join) {
                 return Ok(Transformed::yes(pushed));
             }
             Ok(match reduced {
@@ -182,12 +183,12 @@ fn reduce_side(
 }
 
 /// Output column `i` of `plan`.
-fn column_at(plan: &LogicalPlan, i: usize) -> Column {
+pub(crate) fn column_at(plan: &LogicalPlan, i: usize) -> Column {
     let (q, f) = plan.schema().qualified_field(i);
     Column::new(q.cloned(), f.name())
 }
 
-fn plain_column(e: &Expr) -> Option<&Column> {
+pub(crate) fn plain_column(e: &Expr) -> Option<&Column> {
     match e {
         Expr::Column(c) => Some(c),
         Expr::Alias(a) => plain_column(&a.expr),
@@ -197,7 +198,7 @@ fn plain_column(e: &Expr) -> Option<&Column> {
 
 /// Maps output column `c` of `plan` to the input column it passes through
 /// unchanged: (input index, column), or `None` if computed.
-fn input_column(plan: &LogicalPlan, c: &Column) -> Option<(usize, Column)> {
+pub(crate) fn input_column(plan: &LogicalPlan, c: &Column) -> Option<(usize, Column)> {
     let i = plan.schema().index_of_column(c).ok()?;
     match plan {
         LogicalPlan::Projection(p) => {
@@ -410,7 +411,7 @@ fn scan_kind(node: &LogicalPlan) -> Option<bool> {
 }
 
 /// Whether `plan` (subqueries included) reads a sharded table or files.
-fn has_distributed(plan: &LogicalPlan) -> bool {
+pub(crate) fn has_distributed(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
         found = scan_kind(node) == Some(false);
@@ -426,7 +427,7 @@ fn has_distributed(plan: &LogicalPlan) -> bool {
 /// Whether `plan` reads only reference tables through plain relational
 /// nodes, with no subqueries and nothing volatile, so that a copy of it
 /// computes the same rows on any worker.
-fn reference_only(plan: &LogicalPlan) -> bool {
+pub(crate) fn reference_only(plan: &LogicalPlan) -> bool {
     let plain = |node: &LogicalPlan| {
         let kind_ok = match node {
             LogicalPlan::TableScan(_) => scan_kind(node) == Some(true),

@@ -307,20 +307,22 @@ impl Gen {
                         "SELECT {} FROM ({left}) AS l FULL JOIN ({right}) AS r ON {on}",
                         both()
                     ),
+                    // DuckDB's own SEMI/ANTI JOIN: the equivalent `WHERE [NOT]
+                    // EXISTS (...)` is planned as a slower mark join.
                     JoinType::LeftSemi => format!(
-                        "SELECT {} FROM ({left}) AS l WHERE EXISTS (SELECT 1 FROM ({right}) AS r WHERE {on})",
+                        "SELECT {} FROM ({left}) AS l SEMI JOIN ({right}) AS r ON {on}",
                         cols(nl, "l.")
                     ),
                     JoinType::LeftAnti if !j.null_aware => format!(
-                        "SELECT {} FROM ({left}) AS l WHERE NOT EXISTS (SELECT 1 FROM ({right}) AS r WHERE {on})",
+                        "SELECT {} FROM ({left}) AS l ANTI JOIN ({right}) AS r ON {on}",
                         cols(nl, "l.")
                     ),
                     JoinType::RightSemi => format!(
-                        "SELECT {} FROM ({right}) AS r WHERE EXISTS (SELECT 1 FROM ({left}) AS l WHERE {on})",
+                        "SELECT {} FROM ({right}) AS r SEMI JOIN ({left}) AS l ON {on}",
                         cols(nr, "r.")
                     ),
                     JoinType::RightAnti => format!(
-                        "SELECT {} FROM ({right}) AS r WHERE NOT EXISTS (SELECT 1 FROM ({left}) AS l WHERE {on})",
+                        "SELECT {} FROM ({right}) AS r ANTI JOIN ({left}) AS l ON {on}",
                         cols(nr, "r.")
                     ),
                     other => return unsupported(format!("{other} join")),
