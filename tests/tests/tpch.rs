@@ -81,12 +81,13 @@ async fn explain(cl: &mut Client, sql: &str) -> Vec<(String, String)> {
     parts
 }
 
-/// Correlated subqueries over lineitem/orders whose outer side is a filtered
-/// reference table: the shards reduce their rows to that table's keys
-/// before aggregating or sending them (`reduce.rs`), and the anti join's
-/// side arrives deduplicated.
+/// The plan rewrites made for TPC-H: correlated subqueries over
+/// lineitem/orders whose outer side is a filtered reference table reduce the
+/// shards' rows to that table's keys before aggregating or sending them, the
+/// anti join's side arrives deduplicated, Q18's IN filters orders before
+/// the joins (`reduce.rs`), and Q13 counts orders on the shards (`eager.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn explain_subqueries_reduced_to_reference_keys() {
+async fn explain_tpch_subquery_rewrites() {
     let c = TestCluster::start(2).await;
     flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 2, tpch::Layout::Star)
         .await
