@@ -36,6 +36,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{Expr, col, lit};
 
+use crate::planner::unalias;
 use crate::reduce::{column_at, has_distributed, plain_column, reference_only};
 
 /// Applies the rewrite to every aggregate of `plan` where it holds.
@@ -109,11 +110,7 @@ fn rewrite(a: &Aggregate) -> Result<Option<LogicalPlan>> {
     let mut outer = Vec::new();
     let mut kinds = Vec::new();
     for (i, e) in a.aggr_expr.iter().enumerate() {
-        let e = match e {
-            Expr::Alias(al) => al.expr.as_ref(),
-            other => other,
-        };
-        let Expr::AggregateFunction(f) = e else {
+        let Expr::AggregateFunction(f) = unalias(e) else {
             return Ok(None);
         };
         let p = &f.params;

@@ -108,14 +108,14 @@ fn translatable(plan: &LogicalPlan) -> bool {
     flight_worker::sqlgen::fragment_to_sql(plan, 0).is_ok()
 }
 
-fn unalias(e: &Expr) -> &Expr {
+pub(crate) fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
     }
 }
 
-fn output_column(schema: &DFSchema, i: usize) -> Column {
+pub(crate) fn output_column(schema: &DFSchema, i: usize) -> Column {
     let (q, f) = schema.qualified_field(i);
     Column::new(q.cloned(), f.name())
 }

@@ -35,6 +35,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::Expr;
 
+use crate::planner::{output_column, unalias};
 use crate::table::ClusterTable;
 
 static REDUCER_IDS: AtomicU64 = AtomicU64::new(1);
@@ -108,7 +109,6 @@ fn reduce_side(
     }
     // Trace each key of `other` to a filtered reference subtree; use the
     // subtree that covers the most keys.
-    let mut best: Option<(LogicalPlan, Vec<(Column, Column)>)> = None;
     let mut groups: Vec<(LogicalPlan, Vec<(Column, Column)>)> = Vec::new();
     for (t, o) in pairs {
         let (Expr::Column(tc), Expr::Column(oc)) = (t, o) else {
@@ -122,11 +122,9 @@ fn reduce_side(
             None => groups.push((source, vec![(tc.clone(), sc)])),
         }
     }
-    for g in groups {
-        if best.as_ref().is_none_or(|b| g.1.len() > b.1.len()) {
-            best = Some(g);
-        }
-    }
+    let best = groups
+        .into_iter()
+        .reduce(|best, g| if g.1.len() > best.1.len() { g } else { best });
     let Some((source, cols)) = best else {
         return Ok(None);
     };
@@ -184,14 +182,13 @@ fn reduce_side(
 
 /// Output column `i` of `plan`.
 pub(crate) fn column_at(plan: &LogicalPlan, i: usize) -> Column {
-    let (q, f) = plan.schema().qualified_field(i);
-    Column::new(q.cloned(), f.name())
+    output_column(plan.schema(), i)
 }
 
+/// The column `e` is, aliases aside.
 pub(crate) fn plain_column(e: &Expr) -> Option<&Column> {
-    match e {
+    match unalias(e) {
         Expr::Column(c) => Some(c),
-        Expr::Alias(a) => plain_column(&a.expr),
         _ => None,
     }
 }
