@@ -23,7 +23,7 @@ use datafusion::common::{
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, ScalarFunction};
 use datafusion::logical_expr::{
-    Between, BinaryExpr, Case, Cast, Distinct, ExprSchemable, Like, LogicalPlan, Operator,
+    Between, BinaryExpr, Case, Cast, Distinct, ExprSchemable, Join, Like, LogicalPlan, Operator,
     SortExpr, TryCast,
 };
 use datafusion::prelude::Expr;
@@ -65,8 +65,14 @@ struct Gen {
 enum Scope<'a> {
     /// A single input subquery with positional columns.
     Single(&'a DFSchema),
-    /// A join: left columns as `l.cN`, right as `r.cN`.
-    Join(&'a DFSchema, &'a DFSchema),
+    /// The inputs of a join (`right` is `None` for a filter or projection
+    /// over a flattened join), their columns concatenated and spelled as in
+    /// `names`.
+    Named {
+        left: &'a DFSchema,
+        right: Option<&'a DFSchema>,
+        names: &'a [String],
+    },
     /// A base table scan: columns by their own names.
     Table(&'a DFSchema),
 }
@@ -75,12 +81,15 @@ impl Scope<'_> {
     fn column(&self, col: &Column) -> Result<String> {
         match self {
             Scope::Single(s) => Ok(format!("c{}", s.index_of_column(col)?)),
-            Scope::Join(l, r) => {
-                if let Ok(i) = l.index_of_column(col) {
-                    Ok(format!("l.c{i}"))
-                } else {
-                    Ok(format!("r.c{}", r.index_of_column(col)?))
-                }
+            Scope::Named { left, right, names } => {
+                let i = match (left.index_of_column(col), right) {
+                    (Ok(i), _) => i,
+                    (Err(_), Some(r)) => left.fields().len() + r.index_of_column(col)?,
+                    (Err(e), None) => return Err(e),
+                };
+                names.get(i).cloned().ok_or_else(|| {
+                    DataFusionError::Internal(format!("column {col} has no name in the join"))
+                })
             }
             Scope::Table(s) => {
                 let i = s.index_of_column(col)?;
@@ -92,11 +101,48 @@ impl Scope<'_> {
     fn type_of(&self, e: &Expr) -> Result<DataType> {
         match self {
             Scope::Single(s) | Scope::Table(s) => e.get_type(*s),
-            Scope::Join(l, r) => {
-                let merged = l.join(r)?;
-                e.get_type(&merged)
-            }
+            Scope::Named {
+                left, right: None, ..
+            } => e.get_type(*left),
+            Scope::Named {
+                left,
+                right: Some(r),
+                ..
+            } => e.get_type(&left.join(r)?),
         }
+    }
+}
+
+/// A chain of inner joins (with the filters and column-only projections
+/// between them) written as one `FROM a, b, ... WHERE ...`, so DuckDB's join
+/// order optimizer sees every input at once: it does not reorder joins
+/// across the nested subqueries a node-by-node translation gives.
+struct FlatJoin {
+    /// `(subquery) AS tN` per input.
+    from: Vec<String>,
+    /// Join conditions and filters, all ANDed.
+    conds: Vec<String>,
+    /// The expression for each output column.
+    out: Vec<String>,
+}
+
+/// Whether `plan` is an inner join, possibly under filters, aliases and
+/// projections of plain columns: the nodes `Gen::flat` merges.
+fn flattens(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Join(j) => j.join_type == JoinType::Inner,
+        LogicalPlan::SubqueryAlias(a) => flattens(&a.input),
+        LogicalPlan::Filter(f) => flattens(&f.input),
+        LogicalPlan::Projection(p) => p.expr.iter().all(is_column) && flattens(&p.input),
+        _ => false,
+    }
+}
+
+fn is_column(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) => true,
+        Expr::Alias(Alias { expr, .. }) => is_column(expr),
+        _ => false,
     }
 }
 
@@ -114,6 +160,22 @@ fn cols(n: usize, prefix: &str) -> String {
 
 impl Gen {
     fn plan(&self, plan: &LogicalPlan) -> Result<String> {
+        if flattens(plan) && !matches!(plan, LogicalPlan::SubqueryAlias(_)) {
+            let f = self.flat(plan, &mut 0)?;
+            let list = if f.out.is_empty() {
+                "NULL AS c0".to_string()
+            } else {
+                let cols = f.out.iter().enumerate();
+                cols.map(|(i, e)| format!("{e} AS c{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut sql = format!("SELECT {list} FROM {}", f.from.join(", "));
+            if !f.conds.is_empty() {
+                let _ = write!(sql, " WHERE {}", f.conds.join(" AND "));
+            }
+            return Ok(sql);
+        }
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
@@ -261,25 +323,18 @@ impl Gen {
             LogicalPlan::Join(j) => {
                 let left = self.plan(&j.left)?;
                 let right = self.plan(&j.right)?;
-                let scope = Scope::Join(j.left.schema(), j.right.schema());
-                let mut conds = Vec::new();
-                for (l, r) in &j.on {
-                    let (l, r) = (self.expr(l, &scope)?, self.expr(r, &scope)?);
-                    conds.push(match j.null_equality {
-                        NullEquality::NullEqualsNothing => format!("{l} = {r}"),
-                        NullEquality::NullEqualsNull => format!("{l} IS NOT DISTINCT FROM {r}"),
-                    });
-                }
-                if let Some(f) = &j.filter {
-                    conds.push(self.expr(f, &scope)?);
-                }
+                let nl = j.left.schema().fields().len();
+                let nr = j.right.schema().fields().len();
+                let names: Vec<String> = (0..nl)
+                    .map(|i| format!("l.c{i}"))
+                    .chain((0..nr).map(|i| format!("r.c{i}")))
+                    .collect();
+                let conds = self.join_conditions(j, &names)?;
                 let on = if conds.is_empty() {
                     "TRUE".to_string()
                 } else {
                     conds.join(" AND ")
                 };
-                let nl = j.left.schema().fields().len();
-                let nr = j.right.schema().fields().len();
                 let both = || {
                     let mut v: Vec<String> = (0..nl).map(|i| format!("l.c{i} AS c{i}")).collect();
                     v.extend((0..nr).map(|i| format!("r.c{i} AS c{}", nl + i)));
@@ -328,6 +383,82 @@ impl Gen {
                     other => return unsupported(format!("{other} join")),
                 };
                 Ok(sql)
+            }
+            other => unsupported(format!("plan node {}", other.display())),
+        }
+    }
+
+    /// The ON conditions of `j`, its inputs' columns spelled as in `names`.
+    fn join_conditions(&self, j: &Join, names: &[String]) -> Result<Vec<String>> {
+        let scope = Scope::Named {
+            left: j.left.schema(),
+            right: Some(j.right.schema()),
+            names,
+        };
+        let mut conds = Vec::new();
+        for (l, r) in &j.on {
+            let (l, r) = (self.expr(l, &scope)?, self.expr(r, &scope)?);
+            conds.push(match j.null_equality {
+                NullEquality::NullEqualsNothing => format!("{l} = {r}"),
+                NullEquality::NullEqualsNull => format!("{l} IS NOT DISTINCT FROM {r}"),
+            });
+        }
+        if let Some(f) = &j.filter {
+            conds.push(self.expr(f, &scope)?);
+        }
+        Ok(conds)
+    }
+
+    /// Merges the inner joins under `plan` into one `FlatJoin` (see
+    /// `flattens`); any other node becomes one of its inputs, `t{next}`.
+    fn flat(&self, plan: &LogicalPlan, next: &mut usize) -> Result<FlatJoin> {
+        if !flattens(plan) {
+            let alias = format!("t{next}");
+            *next += 1;
+            let n = plan.schema().fields().len();
+            return Ok(FlatJoin {
+                from: vec![format!("({}) AS {alias}", self.plan(plan)?)],
+                conds: Vec::new(),
+                out: (0..n).map(|i| format!("{alias}.c{i}")).collect(),
+            });
+        }
+        match plan {
+            LogicalPlan::Join(j) => {
+                let mut f = self.flat(&j.left, next)?;
+                let right = self.flat(&j.right, next)?;
+                f.out.extend(right.out);
+                f.conds.extend(right.conds);
+                f.from.extend(right.from);
+                let conds = self.join_conditions(j, &f.out)?;
+                f.conds.extend(conds);
+                Ok(f)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.flat(&a.input, next),
+            LogicalPlan::Filter(filter) => {
+                let mut f = self.flat(&filter.input, next)?;
+                let scope = Scope::Named {
+                    left: filter.input.schema(),
+                    right: None,
+                    names: &f.out,
+                };
+                let pred = self.expr(&filter.predicate, &scope)?;
+                f.conds.push(pred);
+                Ok(f)
+            }
+            LogicalPlan::Projection(p) => {
+                let mut f = self.flat(&p.input, next)?;
+                let scope = Scope::Named {
+                    left: p.input.schema(),
+                    right: None,
+                    names: &f.out,
+                };
+                let out = p
+                    .expr
+                    .iter()
+                    .map(|e| self.expr(e, &scope))
+                    .collect::<Result<Vec<_>>>()?;
+                f.out = out;
+                Ok(f)
             }
             other => unsupported(format!("plan node {}", other.display())),
         }
