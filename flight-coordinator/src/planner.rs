@@ -31,7 +31,8 @@ use datafusion::functions_aggregate::{
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::{
-    Aggregate, Cast, Distinct, Extension, Limit, LogicalPlan, Projection, Sort, TableScan,
+    Aggregate, Cast, Distinct, ExprSchemable, Extension, Limit, LogicalPlan, Projection, Sort,
+    TableScan,
 };
 use datafusion::prelude::{Expr, col, lit};
 use flight_worker::fragment::ShardScanTable;
@@ -621,7 +622,21 @@ impl DistributedPlanner<'_> {
                 "avg" => {
                     let mut sum = (*f).clone();
                     sum.func = sum_udaf();
-                    let mut cnt = (*f).clone();
+                    // `avg(CAST(d AS DOUBLE))` of a decimal (how AVG of a
+                    // decimal is planned, see `semantics.rs`): the shards sum
+                    // the decimal exactly, which DuckDB does twice as fast
+                    // as summing doubles, and the quotient is taken in
+                    // DOUBLE here, as DuckDB's own AVG of a decimal does.
+                    if let [Expr::Cast(Cast { expr, field })] = sum.params.args.as_slice()
+                        && *field.data_type() == DataType::Float64
+                        && matches!(
+                            expr.get_type(child.plan.schema())?,
+                            DataType::Decimal128(..)
+                        )
+                    {
+                        sum.params.args = vec![(**expr).clone()];
+                    }
+                    let mut cnt = sum.clone();
                     cnt.func = count_udaf();
                     partials.push(Expr::AggregateFunction(sum).alias(format!("__p{p}")));
                     partials.push(Expr::AggregateFunction(cnt).alias(format!("__p{}", p + 1)));
