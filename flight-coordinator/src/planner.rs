@@ -43,6 +43,8 @@ use crate::gather::{FragmentScan, ShardRoute};
 use crate::table::ClusterTable;
 
 static FRAGMENT_IDS: AtomicU64 = AtomicU64::new(1);
+/// Which worker reads the next reference-table fragment (see `routes`).
+static REFERENCE_TURNS: AtomicU64 = AtomicU64::new(0);
 
 /// How a local subtree's rows are spread.
 #[derive(Debug, Clone)]
@@ -162,10 +164,18 @@ impl DistributedPlanner<'_> {
         };
         let mut routes = Vec::new();
         for (shard, workers) in table.placement.iter().enumerate() {
-            let urls: Vec<String> = workers
+            let mut urls: Vec<String> = workers
                 .iter()
                 .filter_map(|w| self.catalog.worker_url(w))
                 .collect();
+            if reference && !urls.is_empty() {
+                // Every worker holds the reference tables: take turns, so
+                // the reference fragments of a query (and of concurrent
+                // queries) spread over the workers.
+                let turn = REFERENCE_TURNS.fetch_add(1, Ordering::Relaxed) as usize;
+                let n = urls.len();
+                urls.rotate_left(turn % n);
+            }
             if urls.is_empty() {
                 let missing: Vec<String> = workers
                     .iter()

@@ -238,3 +238,35 @@ async fn explain_analyze_q3_shows_every_shard() {
     );
     c.stop().await;
 }
+
+/// Every worker holds the reference tables; their fragments take turns
+/// among the workers instead of all landing on the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reference_reads_take_turns_among_workers() {
+    let c = TestCluster::start(2).await;
+    flight_coordinator::local::load_tpch(c.cluster.engine(), 0.001, 2, tpch::Layout::Star)
+        .await
+        .unwrap();
+    let mut cl = c.client().await;
+    let mut used = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let b = cl
+            .query("EXPLAIN ANALYZE SELECT count(*) FROM nation")
+            .await
+            .unwrap();
+        for b in &b {
+            let p = b.column(1).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                for line in p.value(i).lines() {
+                    if let Some((_, url)) = line.trim().split_once(" from ") {
+                        used.insert(url.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let workers: std::collections::BTreeSet<String> =
+        c.cluster.workers.iter().map(|w| w.url()).collect();
+    assert_eq!(used, workers);
+    c.stop().await;
+}
