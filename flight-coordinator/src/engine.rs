@@ -13,13 +13,16 @@ use std::time::Duration;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::Volatility;
 use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -83,7 +86,13 @@ pub struct PlannedQuery {
     /// The schema of the result stream (every field nullable).
     pub schema: SchemaRef,
     pub plan: Distributed,
+    /// The physical plan, when it was taken from the cache of constant
+    /// queries (see [`Engine::constant_plans`]).
+    pub physical: Option<Arc<dyn ExecutionPlan>>,
 }
+
+/// How many constant queries' plans are kept.
+const CONSTANT_PLANS: usize = 256;
 
 pub struct Engine {
     pub catalog: Arc<Catalog>,
@@ -98,6 +107,51 @@ pub struct Engine {
     /// Per table: writes hold it shared, a shard move exclusively.
     table_locks:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// Plans of constant queries, by SQL text and `distributed`: the
+    /// `SELECT 1` that JDBC pools and BI tools send to check a connection
+    /// is answered without planning it again (most of its latency).
+    constant_plans: parking_lot::Mutex<std::collections::HashMap<(String, bool), ConstantPlan>>,
+}
+
+/// A constant query's result schema, logical and physical plan.
+type ConstantPlan = (SchemaRef, LogicalPlan, Arc<dyn ExecutionPlan>);
+
+/// Whether `plan` reads no table and calls only immutable functions, so
+/// that every execution of it gives the same rows.
+fn is_constant(plan: &LogicalPlan) -> bool {
+    let mut constant = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        if matches!(
+            node,
+            LogicalPlan::TableScan(_) | LogicalPlan::Extension(_) | LogicalPlan::RecursiveQuery(_)
+        ) {
+            constant = false;
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let volatility = match e {
+                    Expr::ScalarFunction(f) => Some(f.func.signature().volatility),
+                    Expr::AggregateFunction(f) => Some(f.func.signature().volatility),
+                    Expr::WindowFunction(_) | Expr::Placeholder(_) => Some(Volatility::Volatile),
+                    _ => None,
+                };
+                if volatility.is_some_and(|v| v != Volatility::Immutable) {
+                    constant = false;
+                }
+                Ok(if constant {
+                    TreeNodeRecursion::Continue
+                } else {
+                    TreeNodeRecursion::Stop
+                })
+            })
+        })?;
+        Ok(if constant {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    constant
 }
 
 /// Replaces `?` placeholders with `$1`, `$2`, ... (outside strings and
@@ -381,6 +435,7 @@ impl Engine {
             config,
             cancels: Arc::default(),
             table_locks: Default::default(),
+            constant_plans: Default::default(),
         };
         let schema = Arc::new(ClusterSchema {
             catalog: Arc::clone(&engine.catalog),
@@ -519,6 +574,11 @@ impl Engine {
         query_id: &str,
         distributed: bool,
     ) -> Result<PlannedQuery> {
+        if params.is_none()
+            && let Some(planned) = self.constant_plan(sql, query_id, distributed)?
+        {
+            return Ok(planned);
+        }
         let stmt = parse_one(&number_placeholders(sql)?)?;
         if let Statement::Explain {
             statement, analyze, ..
@@ -536,6 +596,7 @@ impl Engine {
                 query_id: query_id.to_string(),
                 schema,
                 plan: Distributed::Merged(plan),
+                physical: None,
             });
         }
         if !matches!(stmt, Statement::Query(_)) {
@@ -544,7 +605,52 @@ impl Engine {
             ));
         }
         let plan = self.statement_plan(stmt).await?;
-        self.plan_logical(plan, params, query_id, distributed).await
+        let constant = params.is_none() && is_constant(&plan);
+        let mut planned = self
+            .plan_logical(plan, params, query_id, distributed)
+            .await?;
+        if constant && let Distributed::Merged(plan) = &planned.plan {
+            let physical = self.create_physical_plan(plan).await?;
+            let entry = (
+                Arc::clone(&planned.schema),
+                plan.clone(),
+                Arc::clone(&physical),
+            );
+            let mut cache = self.constant_plans.lock();
+            if cache.len() >= CONSTANT_PLANS {
+                cache.clear();
+            }
+            cache.insert((sql.to_string(), distributed), entry);
+            planned.physical = Some(reset_plan_states(physical)?);
+        }
+        Ok(planned)
+    }
+
+    /// A fresh copy of the cached plan of the constant query `sql`.
+    fn constant_plan(
+        &self,
+        sql: &str,
+        query_id: &str,
+        distributed: bool,
+    ) -> Result<Option<PlannedQuery>> {
+        let cache = self.constant_plans.lock();
+        let Some((schema, plan, physical)) = cache.get(&(sql.to_string(), distributed)) else {
+            return Ok(None);
+        };
+        Ok(Some(PlannedQuery {
+            query_id: query_id.to_string(),
+            schema: Arc::clone(schema),
+            plan: Distributed::Merged(plan.clone()),
+            // Operators keep per-execution state: each run gets its own.
+            physical: Some(reset_plan_states(Arc::clone(physical))?),
+        }))
+    }
+
+    async fn create_physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self
+            .planner
+            .create_physical_plan(plan, &self.state())
+            .await?)
     }
 
     async fn plan_logical(
@@ -582,6 +688,7 @@ impl Engine {
             query_id: query_id.to_string(),
             schema,
             plan: dist,
+            physical: None,
         })
     }
 
@@ -633,7 +740,10 @@ impl Engine {
             } => fragment_scan(&planned.query_id, fragment, routes, label),
         };
         let state = self.state();
-        let physical = self.planner.create_physical_plan(&plan, &state).await?;
+        let physical = match planned.physical {
+            Some(physical) => physical,
+            None => self.planner.create_physical_plan(&plan, &state).await?,
+        };
         let stream = execute_stream(Arc::clone(&physical), state.task_ctx())?;
         let schema = planned.schema;
         let out_schema = Arc::clone(&schema);

@@ -536,3 +536,41 @@ async fn metadata_schemas_and_values_follow_the_spec() {
     assert!(data_types.null_count() == 0);
     c.stop().await;
 }
+
+/// Constant queries (`SELECT 1`, the connection check of JDBC pools) are
+/// planned once; every execution still gives its own, complete answer, and
+/// queries whose answer changes (now(), random()) are planned each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn constant_queries_answer_every_execution() {
+    let c = TestCluster::start(2).await;
+    let mut cl = c.client().await;
+    let text = |b: &[RecordBatch]| {
+        arrow::util::pretty::pretty_format_batches(b)
+            .unwrap()
+            .to_string()
+    };
+    for sql in [
+        "SELECT 1",
+        "SELECT count(*), sum(x) FROM (VALUES (1), (2), (3)) AS t(x)",
+        "SELECT x FROM (VALUES (3), (1), (2)) AS t(x) ORDER BY x",
+    ] {
+        let first = text(&cl.query(sql).await.unwrap());
+        for _ in 0..3 {
+            assert_eq!(text(&cl.query(sql).await.unwrap()), first, "{sql}");
+        }
+    }
+    assert!(
+        text(
+            &cl.query("SELECT count(*) FROM (VALUES (1), (2), (3)) AS t(x)")
+                .await
+                .unwrap()
+        )
+        .contains("| 3 ")
+    );
+    for sql in ["SELECT now()", "SELECT random()"] {
+        let first = text(&cl.query(sql).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_ne!(text(&cl.query(sql).await.unwrap()), first, "{sql}");
+    }
+    c.stop().await;
+}
