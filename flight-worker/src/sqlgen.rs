@@ -5,7 +5,8 @@
 //! node becomes a subquery whose output columns are named positionally
 //! (`c0`, `c1`, ...), so names and qualifiers of the original query never
 //! collide; the worker then casts the result by position to the schema the
-//! ticket expects.
+//! ticket expects. A chain of inner joins is one `FROM ... WHERE` over its
+//! inputs (see `FlatJoin`).
 //!
 //! The translation keeps DataFusion's semantics where DuckDB's differ:
 //! integer `/` is integer division (truncating), literals carry their exact
