@@ -610,7 +610,10 @@ impl Engine {
             .plan_logical(plan, params, query_id, distributed)
             .await?;
         if constant && let Distributed::Merged(plan) = &planned.plan {
-            let physical = self.create_physical_plan(plan).await?;
+            let physical = self
+                .planner
+                .create_physical_plan(plan, &self.state())
+                .await?;
             let entry = (
                 Arc::clone(&planned.schema),
                 plan.clone(),
@@ -644,13 +647,6 @@ impl Engine {
             // Operators keep per-execution state: each run gets its own.
             physical: Some(reset_plan_states(Arc::clone(physical))?),
         }))
-    }
-
-    async fn create_physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self
-            .planner
-            .create_physical_plan(plan, &self.state())
-            .await?)
     }
 
     async fn plan_logical(

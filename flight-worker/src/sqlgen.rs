@@ -345,12 +345,7 @@ impl Gen {
                     v.join(", ")
                 };
                 let sql = match j.join_type {
-                    JoinType::Inner => {
-                        format!(
-                            "SELECT {} FROM ({left}) AS l JOIN ({right}) AS r ON {on}",
-                            both()
-                        )
-                    }
+                    // Inner joins were written flat above (`FlatJoin`).
                     JoinType::Left => format!(
                         "SELECT {} FROM ({left}) AS l LEFT JOIN ({right}) AS r ON {on}",
                         both()
