@@ -974,6 +974,11 @@ impl Engine {
                 };
                 self.create_table(c, opts, params).await
             }
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => Err(Error::Unsupported(NO_TRANSACTIONS.into())),
             Statement::Query(_) | Statement::Explain { .. } => Err(Error::InvalidArgument(
                 "a query returns rows; execute it as a query, not an update".into(),
             )),
@@ -1323,6 +1328,11 @@ impl Engine {
         )))
     }
 }
+
+/// Why transaction statements and requests are refused.
+pub const NO_TRANSACTIONS: &str = "transactions are not supported by this server yet: every \
+     statement commits on its own (autocommit); the statement was not run. Run it without a \
+     transaction (in ADBC autocommit=True, in JDBC setAutoCommit(true))";
 
 /// The id for the tickets of a statement's query: the statement's own (so
 /// the workers' logs name it), else a fresh one.

@@ -21,9 +21,11 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionEndSavepointRequest, ActionEndTransactionRequest,
+    Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
     CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
     CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
@@ -40,7 +42,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{CATALOG, Engine, PlannedQuery, SCHEMA, StatementKind};
+use crate::engine::{CATALOG, Engine, NO_TRANSACTIONS, PlannedQuery, SCHEMA, StatementKind};
 use crate::error::{Error, df_to_status};
 use crate::gather::shard_ticket;
 use crate::metadata;
@@ -83,6 +85,27 @@ fn user_of<T>(request: &Request<T>) -> String {
         .map(|u| u.name.clone())
         .unwrap_or_default()
 }
+
+/// Refuses a statement that names a transaction: this server has no
+/// transactions yet (`FlightSqlServerTransaction` says so), so it never
+/// hands out a transaction id, and running the statement outside the
+/// transaction the client means would make its ROLLBACK a silent commit.
+fn refuse_transaction(transaction_id: Option<&Bytes>) -> Result<(), Status> {
+    match transaction_id {
+        None => Ok(()),
+        Some(_) => Err(Status::unimplemented(NO_TRANSACTIONS)),
+    }
+}
+
+/// The Flight SQL actions this server does not offer, left out of
+/// `ListActions`: transactions, savepoints and Substrait plans.
+const UNOFFERED_ACTIONS: [&str; 5] = [
+    "BeginTransaction",
+    "EndTransaction",
+    "BeginSavepoint",
+    "EndSavepoint",
+    "CreatePreparedSubstraitPlan",
+];
 
 /// Records an update's outcome in the query log and returns it.
 fn logged(tracked: Tracked, result: crate::error::Result<i64>) -> Result<i64, Status> {
@@ -552,6 +575,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        refuse_transaction(query.transaction_id.as_ref())?;
         let settings = self.settings(&request)?;
         let user = user_of(&request);
         let info = self
@@ -684,6 +708,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        refuse_transaction(cmd.transaction_id.as_ref())?;
         metrics().query(QueryKind::Update);
         let _timer = StatementTimer::start();
         let tracked = self.track_update(&request, &cmd.query);
@@ -740,6 +765,7 @@ impl FlightSqlService for FlightSqlServiceImpl {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        refuse_transaction(query.transaction_id.as_ref())?;
         let sql = query.query;
         let prepared = self.prepare(&sql, &request).await;
         if let Err(e) = &prepared {
@@ -949,6 +975,38 @@ impl FlightSqlService for FlightSqlServiceImpl {
         })
     }
 
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(Status::unimplemented(NO_TRANSACTIONS))
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented(NO_TRANSACTIONS))
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        Err(Status::unimplemented(NO_TRANSACTIONS))
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented(NO_TRANSACTIONS))
+    }
+
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
         let action = |name: &str, description: &str| {
             Ok(arrow_flight::ActionType {
@@ -1130,7 +1188,17 @@ impl FlightService for CoordinatorFlightService {
         &self,
         request: Request<arrow_flight::Empty>,
     ) -> Resp<Self::ListActionsStream> {
-        metrics().counted(FlightService::list_actions(&self.inner, request).await)
+        let result: Resp<Self::ListActionsStream> = async {
+            let actions = FlightService::list_actions(&self.inner, request)
+                .await?
+                .into_inner()
+                .try_filter(|a| {
+                    futures::future::ready(!UNOFFERED_ACTIONS.contains(&a.r#type.as_str()))
+                });
+            Ok(Response::new(Box::pin(actions) as Self::ListActionsStream))
+        }
+        .await;
+        metrics().counted(result)
     }
 
     async fn do_exchange(

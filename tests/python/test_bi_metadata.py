@@ -111,6 +111,22 @@ def test_get_info_reports_the_server(conn):
     assert conn.adbc_connection.get_option("adbc.connection.autocommit") == "true"
 
 
+def test_transactions_are_refused_not_ignored(coordinator_uri):
+    """No transactions yet: a client asking for one is told so, never given a
+    transaction that its ROLLBACK would not undo."""
+    name = unique("txn")
+    # DB-API's default, autocommit=False, cannot be honoured: the driver says so.
+    with pytest.warns(Warning, match="Cannot disable autocommit"):
+        conn = flightsql.connect(coordinator_uri)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {name} (id BIGINT)")
+        for sql in ["BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK"]:
+            with pytest.raises(adbc_driver_manager.NotSupportedError, match="transactions are not supported"):
+                cur.execute(sql)
+        cur.execute(f"SELECT count(*) AS n FROM {name}")
+        assert cur.fetchone() == (0,)
+
+
 def test_session_options(coordinator_uri, tables):
     """Sessions live in the `arrow_flight_session_id` cookie: ADBC keeps it only with its
     cookie middleware on."""

@@ -1,0 +1,199 @@
+//! The write path through the Rust Flight SQL client against real local
+//! clusters: what the server cannot honour (transactions) is refused rather
+//! than ignored, a statement that fails leaves nothing of itself behind, and
+//! a replace that fails keeps the old table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::sql::{
+    CommandStatementIngest, DoPutUpdateResult, ProstMessageExt, TableDefinitionOptions,
+    TableExistsOption, TableNotExistOption,
+};
+use arrow_flight::{FlightClient, FlightDescriptor};
+use bytes::Bytes;
+use common::{Client, TestCluster, channel, to_status};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::Code;
+
+async fn count(cl: &mut Client, table: &str) -> i64 {
+    let batches = cl
+        .query(&format!("SELECT count(*) FROM {table}"))
+        .await
+        .unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// `(k, s)` rows `from..to`, `s` the decimal text of `k` except for `bad`.
+fn rows(from: i64, to: i64, bad: Option<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, true),
+    ]));
+    let keys: Vec<i64> = (from..to).collect();
+    let text: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            if Some(*k) == bad {
+                "oops".to_string()
+            } else {
+                k.to_string()
+            }
+        })
+        .collect();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(keys)),
+            Arc::new(StringArray::from(text)),
+        ],
+    )
+    .unwrap()
+}
+
+fn ingest_cmd(table: &str, if_exists: TableExistsOption) -> CommandStatementIngest {
+    CommandStatementIngest {
+        table: table.to_string(),
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Create as i32,
+            if_exists: if_exists as i32,
+        }),
+        ..CommandStatementIngest::default()
+    }
+}
+
+async fn ingest(
+    cl: &mut Client,
+    cmd: CommandStatementIngest,
+    batches: Vec<RecordBatch>,
+) -> Result<i64, tonic::Status> {
+    cl.sql
+        .execute_ingest(cmd, futures::stream::iter(batches.into_iter().map(Ok)))
+        .await
+        .map_err(to_status)
+}
+
+/// An ingest whose upload changes schema after the batches of `first`
+/// (each part is encoded with its own schema message, as a client whose
+/// data changes shape sends it).
+async fn ingest_reshaped(
+    url: &str,
+    cmd: CommandStatementIngest,
+    first: Vec<RecordBatch>,
+    then: Vec<RecordBatch>,
+) -> Result<i64, tonic::Status> {
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(futures::stream::iter(first.into_iter().map(Ok)))
+        .chain(
+            FlightDataEncoderBuilder::new().build(futures::stream::iter(then.into_iter().map(Ok))),
+        );
+    let mut client = FlightClient::new(channel(url).await);
+    let results: Vec<_> = client
+        .do_put(data)
+        .await
+        .map_err(to_status)?
+        .try_collect()
+        .await
+        .map_err(to_status)?;
+    let result = DoPutUpdateResult::decode(results[0].app_metadata.clone()).unwrap();
+    Ok(result.record_count)
+}
+
+fn assert_unimplemented(what: &str, err: &tonic::Status) {
+    assert_eq!(err.code(), Code::Unimplemented, "{what}: {err}");
+    assert!(
+        err.message().contains("transactions are not supported"),
+        "{what}: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_are_refused_not_ignored() {
+    let cluster = TestCluster::start(1).await;
+    let mut cl = cluster.client().await;
+    cl.update("CREATE TABLE t (x BIGINT)").await.unwrap();
+
+    // ListActions offers no transaction or savepoint actions...
+    let mut flight =
+        arrow_flight::flight_service_client::FlightServiceClient::new(channel(&cl.url).await);
+    let actions: Vec<String> = flight
+        .list_actions(arrow_flight::Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .map_ok(|a| a.r#type)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        actions.iter().any(|a| a == "CreatePreparedStatement"),
+        "{actions:?}"
+    );
+    for unoffered in [
+        "BeginTransaction",
+        "EndTransaction",
+        "BeginSavepoint",
+        "EndSavepoint",
+    ] {
+        assert!(
+            !actions.iter().any(|a| a == unoffered),
+            "{unoffered} is advertised: {actions:?}"
+        );
+    }
+    // ...and refuses them with a message saying so.
+    let err = to_status(cl.sql.begin_transaction().await.unwrap_err());
+    assert_unimplemented("BeginTransaction", &err);
+
+    // A statement naming a transaction is refused, not run outside it.
+    let txn = Bytes::from_static(b"a-transaction-id");
+    let err = cl
+        .sql
+        .execute_update("INSERT INTO t VALUES (1)".into(), Some(txn.clone()))
+        .await
+        .unwrap_err();
+    assert_unimplemented("update in a transaction", &to_status(err));
+    let err = cl
+        .sql
+        .execute("SELECT * FROM t".into(), Some(txn.clone()))
+        .await
+        .unwrap_err();
+    assert_unimplemented("query in a transaction", &to_status(err));
+    let err = cl
+        .sql
+        .prepare("INSERT INTO t VALUES (2)".into(), Some(txn.clone()))
+        .await
+        .unwrap_err();
+    assert_unimplemented("prepare in a transaction", &to_status(err));
+    let mut cmd = ingest_cmd("t", TableExistsOption::Append);
+    cmd.transaction_id = Some(txn);
+    let x = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![3]))],
+    )
+    .unwrap();
+    let err = ingest(&mut cl, cmd, vec![x]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err}");
+
+    // SQL transaction control likewise.
+    for sql in [
+        "BEGIN",
+        "START TRANSACTION",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT s1",
+        "RELEASE SAVEPOINT s1",
+    ] {
+        let err = cl.update(sql).await.unwrap_err();
+        assert_unimplemented(sql, &err);
+    }
+    assert_eq!(count(&mut cl, "t").await, 0);
+    cluster.stop().await;
+}
