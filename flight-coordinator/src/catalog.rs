@@ -51,6 +51,9 @@ impl std::fmt::Display for Distribution {
 #[derive(Debug, Clone)]
 pub struct TableMeta {
     pub name: String,
+    /// Base name of the shard tables on the workers (the name, or a fresh
+    /// one for a table that replaced another of its name).
+    pub storage: String,
     pub schema: SchemaRef,
     pub distribution: Distribution,
     pub shard_count: u32,
@@ -83,6 +86,11 @@ impl TableMeta {
         };
         Ok(TableRecord {
             name: self.name.clone(),
+            storage: if self.storage == self.name {
+                String::new()
+            } else {
+                self.storage.clone()
+            },
             schema: fsql_proto::ipc::schema_to_bytes(&self.schema)?,
             distribution: distribution as i32,
             distribution_column: column,
@@ -123,6 +131,11 @@ impl TableMeta {
         }
         Ok(Self {
             name: r.name.clone(),
+            storage: if r.storage.is_empty() {
+                r.name.clone()
+            } else {
+                r.storage.clone()
+            },
             schema,
             distribution,
             shard_count: r.shard_count,

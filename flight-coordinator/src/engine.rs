@@ -39,6 +39,7 @@ use crate::catalog::{Catalog, Distribution, TableMeta};
 use crate::error::{Error, Result};
 use crate::gather::{FragmentScan, FsqlQueryPlanner, ShardRoute};
 use crate::planner::{Distributed, DistributedPlanner};
+use crate::staged::NewTable;
 use crate::table::ClusterSchema;
 use crate::workers::WorkerPool;
 
@@ -649,7 +650,7 @@ impl Engine {
         }))
     }
 
-    async fn plan_logical(
+    pub(crate) async fn plan_logical(
         &self,
         plan: LogicalPlan,
         params: Option<&RecordBatch>,
@@ -774,7 +775,13 @@ impl Engine {
     /// Runs a planned query into a table (CREATE TABLE AS, INSERT ...
     /// SELECT); returns the rows written. Progress (files read by file
     /// scans, rows written) goes to the statement's `system.queries` entry.
-    async fn load(&self, meta: &TableMeta, planned: PlannedQuery) -> Result<u64> {
+    /// A `staged` table is not in the catalog yet (see [`crate::staged`]).
+    pub(crate) async fn load(
+        &self,
+        meta: &TableMeta,
+        planned: PlannedQuery,
+        staged: bool,
+    ) -> Result<u64> {
         let (stream, physical) = self.execute_plan(planned).await?;
         let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = Arc::clone(&rows);
@@ -795,7 +802,13 @@ impl Engine {
                 }
             })
         };
-        let write = self.write(meta, counted);
+        let write = async {
+            if staged {
+                self.write_staged(meta, counted).await
+            } else {
+                self.write(meta, counted).await
+            }
+        };
         tokio::pin!(write);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -953,16 +966,18 @@ impl Engine {
                     .map(crate::types::normalize_ident)
                     .ok_or_else(|| Error::InvalidArgument(format!("bad table name {}", ct.name)))?;
                 let schema = crate::types::columns_schema(&ct.columns)?;
-                if !self
-                    .make_room(&name, ct.if_not_exists, ct.or_replace)
-                    .await?
-                {
-                    return Ok(0);
-                }
                 let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
-                self.new_table(&name, schema, distribution, opts.shards, opts.replicas)
+                let room = self
+                    .make_room(&name, ct.if_not_exists, ct.or_replace)
                     .await?;
-                Ok(0)
+                let table = NewTable {
+                    name: &name,
+                    schema,
+                    distribution,
+                    shards: opts.shards,
+                    replicas: opts.replicas,
+                };
+                self.create_with(table, room, None).await
             }
             Statement::CreateTable(mut ct) => {
                 let opts = create_options(std::mem::take(&mut ct.table_options))?;
@@ -1007,43 +1022,25 @@ impl Engine {
         params: Option<&RecordBatch>,
     ) -> Result<i64> {
         let name = c.name.table().to_string();
-        if !self.make_room(&name, c.if_not_exists, c.or_replace).await? {
-            return Ok(0);
-        }
-        let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
         let schema = Arc::new(c.input.schema().as_arrow().clone());
         let distribution = parse_distribution(opts.distribution.as_deref(), &schema)?;
-        let meta = self
-            .new_table(&name, schema, distribution, opts.shards, opts.replicas)
-            .await?;
-        if !is_ctas {
-            return Ok(0);
-        }
-        let query_id = statement_query_id();
-        let result = async {
-            let planned = self
-                .plan_logical((*c.input).clone(), params, &query_id, true)
-                .await?;
-            self.load(&meta, planned).await
-        }
-        .await;
-        match result {
-            Ok(rows) => Ok(rows as i64),
-            Err(e) => {
-                // No half-created table.
-                if let Err(drop_err) = self.drop_table(&name, true).await {
-                    tracing::error!(table = %name, "dropping failed CREATE TABLE AS: {drop_err}");
-                }
-                Err(e)
-            }
-        }
+        let room = self.make_room(&name, c.if_not_exists, c.or_replace).await?;
+        let input = match c.input.as_ref() {
+            LogicalPlan::EmptyRelation(_) => None,
+            input => Some((input.clone(), params)),
+        };
+        let table = NewTable {
+            name: &name,
+            schema,
+            distribution,
+            shards: opts.shards,
+            replicas: opts.replicas,
+        };
+        self.create_with(table, room, input).await
     }
 
-    /// Places a new table, creates its shards on the workers, and records it.
-    ///
-    /// Shard `s` goes to workers `s, s+1, ..., s+R-1` (modulo the live
-    /// workers, sorted by id), so the R replicas of a shard are on distinct
-    /// workers and shards spread evenly.
+    /// Places a new (empty) table, creates its shards on the workers, and
+    /// records it.
     pub async fn new_table(
         &self,
         name: &str,
@@ -1052,6 +1049,36 @@ impl Engine {
         shards: Option<u32>,
         replicas: Option<u32>,
     ) -> Result<Arc<TableMeta>> {
+        let meta = self
+            .place_table(name, name, schema, distribution, shards, replicas)
+            .await?;
+        match self.catalog.create_table(meta.clone()).await {
+            Ok(meta) => Ok(meta),
+            // Another coordinator created the table meanwhile: the shards
+            // (named alike) are its.
+            Err(e @ Error::AlreadyExists(_)) => Err(e),
+            Err(e) => {
+                self.drop_shards(&meta).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Places a table and creates its empty shards, named after `storage`,
+    /// on the workers; does not record it.
+    ///
+    /// Shard `s` goes to workers `s, s+1, ..., s+R-1` (modulo the live
+    /// workers, sorted by id), so the R replicas of a shard are on distinct
+    /// workers and shards spread evenly.
+    pub(crate) async fn place_table(
+        &self,
+        name: &str,
+        storage: &str,
+        schema: SchemaRef,
+        distribution: Distribution,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+    ) -> Result<TableMeta> {
         let workers = self.catalog.workers();
         if workers.is_empty() {
             return Err(Error::Unavailable("the cluster has no live workers".into()));
@@ -1085,6 +1112,7 @@ impl Engine {
         };
         let meta = TableMeta {
             name: name.to_string(),
+            storage: storage.to_string(),
             schema,
             distribution,
             shard_count,
@@ -1102,85 +1130,18 @@ impl Engine {
             self.drop_shards(&meta).await;
             return Err(err);
         }
-        match self.catalog.create_table(meta.clone()).await {
-            Ok(meta) => Ok(meta),
-            // Another coordinator created the table meanwhile: the shards
-            // are its (creating an existing shard changes nothing).
-            Err(e @ Error::AlreadyExists(_)) => Err(e),
-            Err(e) => {
-                self.drop_shards(&meta).await;
-                Err(e)
-            }
-        }
+        Ok(meta)
     }
 
     /// Every replica of every shard with its worker's URL; an error naming
     /// the shard and worker when a replica's worker is not live (writes
     /// must reach every copy).
     fn write_targets(&self, meta: &TableMeta) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
-        self.replica_targets(meta, true)
+        replica_targets(&self.catalog, meta, true)
     }
 
-    /// The replicas of every shard with their workers' URLs. A replica on a
-    /// worker that is not live is an error when `every` is set, else left out.
-    fn replica_targets(
-        &self,
-        meta: &TableMeta,
-        every: bool,
-    ) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
-        let mut out = Vec::new();
-        for (shard, workers) in meta.placement.iter().enumerate() {
-            for w in workers {
-                let Some(url) = self.catalog.worker_url(w) else {
-                    if every {
-                        return Err(Error::Unavailable(format!(
-                            "shard {shard} of table {}: worker {w} holding a replica is not \
-                             live; writes need every replica (retry when it is back)",
-                            meta.name
-                        )));
-                    }
-                    continue;
-                };
-                out.push((
-                    fsql_proto::ShardTarget {
-                        table: meta.name.clone(),
-                        shard: shard as u32,
-                        reference: meta.is_reference(),
-                    },
-                    url,
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn drop_shards(&self, meta: &TableMeta) -> Vec<Error> {
-        // Replicas on workers that are gone are left behind (a new shard of
-        // the same name replaces them: see `fresh_shard`).
-        let live = self.replica_targets(meta, false).unwrap_or_default();
-        let results = futures::future::join_all(
-            live.into_iter()
-                .map(|(target, url)| async move { self.drop_shard(&url, target).await }),
-        )
-        .await;
-        results.into_iter().filter_map(|r| r.err()).collect()
-    }
-
-    pub(crate) async fn drop_shard(
-        &self,
-        url: &str,
-        target: fsql_proto::ShardTarget,
-    ) -> Result<()> {
-        self.pool
-            .action(
-                url,
-                flight_worker::ACTION_DROP_SHARD,
-                fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
-                    target: Some(target),
-                }),
-            )
-            .await
-            .map(drop)
+    pub(crate) async fn drop_shards(&self, meta: &TableMeta) -> Vec<Error> {
+        crate::staged::drop_replicas(&self.catalog, &self.pool, meta).await
     }
 
     /// Creates an empty shard replica on a worker, replacing whatever a
@@ -1192,7 +1153,7 @@ impl Engine {
         target: fsql_proto::ShardTarget,
         schema: bytes::Bytes,
     ) -> Result<()> {
-        self.drop_shard(&url, target.clone()).await?;
+        drop_shard(&self.pool, url.clone(), target.clone()).await?;
         self.pool
             .action(
                 &url,
@@ -1204,23 +1165,6 @@ impl Engine {
             )
             .await
             .map(drop)
-    }
-
-    /// Before `CREATE TABLE name`: whether to go on creating it. An
-    /// existing table is kept (`IF NOT EXISTS`: false), dropped (`OR
-    /// REPLACE`: true) or an error.
-    async fn make_room(&self, name: &str, if_not_exists: bool, or_replace: bool) -> Result<bool> {
-        if self.catalog.table(name).is_none() {
-            return Ok(true);
-        }
-        if if_not_exists {
-            return Ok(false);
-        }
-        if !or_replace {
-            return Err(Error::AlreadyExists(format!("table {name} already exists")));
-        }
-        self.drop_table(name, true).await?;
-        Ok(true)
     }
 
     pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
@@ -1254,7 +1198,7 @@ impl Engine {
                     let input = Self::bind((*dml.input).clone(), params, row)?;
                     let query_id = statement_query_id();
                     let planned = self.plan_logical(input, None, &query_id, true).await?;
-                    total += self.load(&meta, planned).await?;
+                    total += self.load(&meta, planned, false).await?;
                 }
                 Ok(total as i64)
             }
@@ -1301,6 +1245,10 @@ impl Engine {
         self.cancels.running()
     }
 
+    pub(crate) fn cancels(&self) -> Arc<Cancels> {
+        Arc::clone(&self.cancels)
+    }
+
     /// Before writing a replicated table: every replica's worker answers,
     /// so that a write does not land on some copies of a shard only
     /// because a worker is known to be gone.
@@ -1329,6 +1277,56 @@ impl Engine {
     }
 }
 
+/// The replicas of every shard with their workers' URLs. A replica on a
+/// worker that is not live is an error when `every` is set, else left out.
+pub(crate) fn replica_targets(
+    catalog: &Catalog,
+    meta: &TableMeta,
+    every: bool,
+) -> Result<Vec<(fsql_proto::ShardTarget, String)>> {
+    let mut out = Vec::new();
+    for (shard, workers) in meta.placement.iter().enumerate() {
+        for w in workers {
+            let Some(url) = catalog.worker_url(w) else {
+                if every {
+                    return Err(Error::Unavailable(format!(
+                        "shard {shard} of table {}: worker {w} holding a replica is not \
+                         live; writes need every replica (retry when it is back)",
+                        meta.name
+                    )));
+                }
+                continue;
+            };
+            out.push((
+                fsql_proto::ShardTarget {
+                    table: meta.storage.clone(),
+                    shard: shard as u32,
+                    reference: meta.is_reference(),
+                },
+                url,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Drops one shard replica on a worker (nothing when it does not exist).
+pub(crate) async fn drop_shard(
+    pool: &WorkerPool,
+    url: String,
+    target: fsql_proto::ShardTarget,
+) -> Result<()> {
+    pool.action(
+        &url,
+        flight_worker::ACTION_DROP_SHARD,
+        fsql_proto::worker_request::Request::DropShard(fsql_proto::DropShard {
+            target: Some(target),
+        }),
+    )
+    .await
+    .map(drop)
+}
+
 /// Why transaction statements and requests are refused.
 pub const NO_TRANSACTIONS: &str = "transactions are not supported by this server yet: every \
      statement commits on its own (autocommit); the statement was not run. Run it without a \
@@ -1336,7 +1334,7 @@ pub const NO_TRANSACTIONS: &str = "transactions are not supported by this server
 
 /// The id for the tickets of a statement's query: the statement's own (so
 /// the workers' logs name it), else a fresh one.
-fn statement_query_id() -> String {
+pub(crate) fn statement_query_id() -> String {
     crate::query_log::current_query_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 

@@ -288,8 +288,10 @@ pub async fn resolve(
         let placement = (0..groups.len())
             .map(|g| vec![workers[g % workers.len()].id.clone()])
             .collect();
+        let name = format!("{}()", call.placeholder);
         let meta = TableMeta {
-            name: format!("{}()", call.placeholder),
+            storage: name.clone(),
+            name,
             schema,
             distribution: Distribution::RoundRobin,
             shard_count: groups.len() as u32,

@@ -4,22 +4,20 @@
 //! Each incoming batch is cast to the table's schema, checked against its
 //! NOT NULL columns, split by the table's distribution (hash of the
 //! distribution column, round robin, or a full copy for reference tables)
-//! and streamed to every replica of every shard over one DoPut per replica,
-//! through bounded channels so a slow worker slows the writer down.
+//! and streamed to every replica of every shard over one two-phase DoPut per
+//! replica, through bounded channels so a slow worker slows the writer down.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::{Distribution, TableMeta};
 use crate::error::{Error, Result};
-use crate::workers::WorkerPool;
+use crate::workers::{ShardWriter, WorkerPool};
 
 /// Casts `batch` to the table schema by position and checks NOT NULL.
 pub fn conform(meta: &TableMeta, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -59,12 +57,14 @@ pub fn conform(meta: &TableMeta, batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-struct Destination {
-    tx: mpsc::Sender<RecordBatch>,
-    task: JoinHandle<Result<u64>>,
-}
-
 /// Writes a stream of batches into a table; returns the rows written.
+///
+/// Each shard replica written to gets one two-phase write
+/// ([`ShardWriter`]). Once every row is sent, all of them are prepared (each
+/// worker holds its rows in an open transaction, so conversion and
+/// constraint errors have surfaced), and only when every one is prepared
+/// are they committed. Any error before that, in the input or on a worker,
+/// rolls every replica back.
 pub async fn write_table(
     pool: &Arc<WorkerPool>,
     worker_url: impl Fn(&str) -> Option<String>,
@@ -72,121 +72,108 @@ pub async fn write_table(
     mut input: impl Stream<Item = Result<RecordBatch>> + Unpin,
 ) -> Result<u64> {
     let shards = meta.shard_count.max(1);
-    let mut destinations: HashMap<(u32, String), Destination> = HashMap::new();
+    // Dropped on an early return: every replica's write rolls back.
+    let mut writers: HashMap<(u32, String), ShardWriter> = HashMap::new();
     let mut rows: u64 = 0;
     let mut rr_offset: u64 = 0;
     let reference = meta.is_reference();
     let hash_col = meta.hash_column();
 
-    let result: Result<()> = async {
-        while let Some(batch) = input.next().await {
-            let batch = conform(meta, &batch?)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            rows += batch.num_rows() as u64;
-            let parts: Vec<(u32, RecordBatch)> = if reference || shards == 1 {
-                vec![(0, batch)]
-            } else {
-                let assignment: Vec<u32> = match (&meta.distribution, hash_col) {
-                    (Distribution::Hash(_), Some(i)) => {
-                        fsql_proto::hash::shard_of(batch.column(i), shards)
-                            .map_err(Error::InvalidArgument)?
-                    }
-                    _ => {
-                        let start = rr_offset;
-                        rr_offset += batch.num_rows() as u64;
-                        (0..batch.num_rows() as u64)
-                            .map(|r| ((start + r) % u64::from(shards)) as u32)
-                            .collect()
-                    }
-                };
-                let mut idx: Vec<Vec<u32>> = vec![Vec::new(); shards as usize];
-                for (row, s) in assignment.into_iter().enumerate() {
-                    idx[s as usize].push(row as u32);
+    while let Some(batch) = input.next().await {
+        let batch = conform(meta, &batch?)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rows += batch.num_rows() as u64;
+        let parts: Vec<(u32, RecordBatch)> = if reference || shards == 1 {
+            vec![(0, batch)]
+        } else {
+            let assignment: Vec<u32> = match (&meta.distribution, hash_col) {
+                (Distribution::Hash(_), Some(i)) => {
+                    fsql_proto::hash::shard_of(batch.column(i), shards)
+                        .map_err(Error::InvalidArgument)?
                 }
-                let mut parts = Vec::new();
-                for (s, rows) in idx.into_iter().enumerate() {
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    let part = take_record_batch(&batch, &UInt32Array::from(rows))?;
-                    parts.push((s as u32, part));
+                _ => {
+                    let start = rr_offset;
+                    rr_offset += batch.num_rows() as u64;
+                    (0..batch.num_rows() as u64)
+                        .map(|r| ((start + r) % u64::from(shards)) as u32)
+                        .collect()
                 }
-                parts
             };
-            for (shard, part) in parts {
-                let replicas = meta.placement.get(shard as usize).cloned().unwrap_or_default();
-                if replicas.is_empty() {
-                    return Err(Error::Internal(format!(
-                        "shard {shard} of table {} has no placement",
-                        meta.name
-                    )));
+            let mut idx: Vec<Vec<u32>> = vec![Vec::new(); shards as usize];
+            for (row, s) in assignment.into_iter().enumerate() {
+                idx[s as usize].push(row as u32);
+            }
+            let mut parts = Vec::new();
+            for (s, rows) in idx.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
                 }
-                for worker in replicas {
-                    let key = (shard, worker.clone());
-                    if !destinations.contains_key(&key) {
-                        let url = worker_url(&worker).ok_or_else(|| {
+                let part = take_record_batch(&batch, &UInt32Array::from(rows))?;
+                parts.push((s as u32, part));
+            }
+            parts
+        };
+        for (shard, part) in parts {
+            let replicas = meta
+                .placement
+                .get(shard as usize)
+                .cloned()
+                .unwrap_or_default();
+            if replicas.is_empty() {
+                return Err(Error::Internal(format!(
+                    "shard {shard} of table {} has no placement",
+                    meta.name
+                )));
+            }
+            for worker in replicas {
+                let writer = match writers.entry((shard, worker)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let worker = &e.key().1;
+                        let url = worker_url(worker).ok_or_else(|| {
                             Error::Unavailable(format!(
                                 "cannot write shard {shard} of table {}: worker {worker} is not live",
                                 meta.name
                             ))
                         })?;
-                        let (tx, rx) = mpsc::channel(4);
-                        let pool = Arc::clone(pool);
                         let target = fsql_proto::ShardTarget {
-                            table: meta.name.clone(),
+                            table: meta.storage.clone(),
                             shard,
                             reference,
                         };
-                        let task = tokio::spawn(crate::query_log::carry(async move {
-                            pool.put(&url, target, ReceiverStream::new(rx)).await
-                        }));
-                        destinations.insert(key.clone(), Destination { tx, task });
+                        e.insert(pool.open_write(&url, target, Arc::clone(&meta.schema))?)
                     }
-                    let Some(dest) = destinations.get(&key) else {
-                        continue;
-                    };
-                    if dest.tx.send(part.clone()).await.is_err() {
-                        // The writer task ended early: report its error.
-                        if let Some(dest) = destinations.remove(&key) {
-                            return match dest.task.await {
-                                Ok(Err(e)) => Err(e),
-                                Ok(Ok(_)) => Err(Error::Internal(
-                                    "shard writer stopped early".into(),
-                                )),
-                                Err(e) => Err(Error::Internal(e.to_string())),
-                            };
-                        }
-                    }
-                }
+                };
+                writer.send(part.clone()).await?;
             }
         }
-        Ok(())
     }
-    .await;
 
-    if let Err(e) = result {
-        // Abort every shard write: dropping the in-flight DoPut resets its
-        // stream, and the worker rolls that write back.
-        for (_, dest) in destinations {
-            dest.task.abort();
-        }
+    // Phase one: every replica holds its rows, not yet visible.
+    let prepared = futures::future::join_all(writers.values_mut().map(ShardWriter::prepare)).await;
+    if let Some(e) = prepared.into_iter().find_map(Result::err) {
         return Err(e);
     }
-    let mut first_err = None;
-    for (_, dest) in destinations {
-        drop(dest.tx);
-        let r = match dest.task.await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Internal(format!("shard writer failed: {e}"))),
-        };
-        if let (Err(e), None) = (r, &first_err) {
-            first_err = Some(e);
-        }
+    // Phase two.
+    let committed = futures::future::join_all(
+        writers
+            .into_iter()
+            .map(|((shard, worker), w)| async move { (shard, worker, w.commit().await) }),
+    )
+    .await;
+    let failed: Vec<String> = committed
+        .into_iter()
+        .filter_map(|(shard, worker, r)| r.err().map(|e| format!("shard {shard} on {worker}: {e}")))
+        .collect();
+    if failed.is_empty() {
+        return Ok(rows);
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(rows),
-    }
+    Err(Error::Internal(format!(
+        "the write to table {} was prepared on every shard replica but its commit failed on \
+         some ({}); the other replicas committed, so the table may hold part of the statement",
+        meta.name,
+        failed.join("; ")
+    )))
 }

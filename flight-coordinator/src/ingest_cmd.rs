@@ -3,8 +3,10 @@
 //! Resolves the target table according to the table-definition options
 //! (create, fail, append, replace), creates it with the default
 //! distribution when needed, and streams the uploaded batches through the
-//! common shard router. A table created here is dropped again if the upload
-//! fails, so a failed ingest leaves nothing behind.
+//! common shard router. A table created or replaced here is written as a
+//! staged table (`staged`) and published only once every row is in, so a
+//! failed ingest leaves nothing behind and a failed replace keeps the old
+//! table.
 
 use std::sync::Arc;
 
@@ -85,23 +87,23 @@ pub async fn ingest(
         }
     };
 
-    let mut created = false;
-    let meta = match engine.catalog.table(&name) {
-        Some(meta) => match if_exists {
-            TableExistsOption::Append => meta,
+    // Append: into the table as it is. Create and replace: into a staged
+    // table, published (or swapped in) once every row is written.
+    let (meta, staged) = match engine.catalog.revision(&name).await? {
+        Some((meta, revision)) => match if_exists {
+            TableExistsOption::Append => (meta, None),
             TableExistsOption::Replace => {
-                let (dist, shards) = (meta.distribution.clone(), meta.shard_count);
-                engine.drop_table(&name, true).await?;
-                created = true;
-                engine
-                    .new_table(
+                let staged = engine
+                    .stage_table(
                         &name,
                         storage_schema(&schema),
-                        dist,
-                        Some(shards),
+                        meta.distribution.clone(),
+                        Some(meta.shard_count),
                         Some(meta.replicas),
+                        Some((meta, revision)),
                     )
-                    .await?
+                    .await?;
+                (staged.meta.clone(), Some(staged))
             }
             TableExistsOption::Fail | TableExistsOption::Unspecified => {
                 return Err(Error::AlreadyExists(format!(
@@ -111,16 +113,17 @@ pub async fn ingest(
         },
         None => match if_not_exist {
             TableNotExistOption::Create => {
-                created = true;
-                engine
-                    .new_table(
+                let staged = engine
+                    .stage_table(
                         &name,
                         storage_schema(&schema),
                         Distribution::RoundRobin,
                         None,
                         None,
+                        None,
                     )
-                    .await?
+                    .await?;
+                (staged.meta.clone(), Some(staged))
             }
             TableNotExistOption::Fail | TableNotExistOption::Unspecified => {
                 return Err(Error::NotFound(format!(
@@ -129,23 +132,33 @@ pub async fn ingest(
             }
         },
     };
-    if meta.schema.fields().len() != schema.fields().len() {
-        return Err(Error::InvalidArgument(format!(
-            "table {name} has {} columns but the upload has {}",
-            meta.schema.fields().len(),
-            schema.fields().len()
-        )));
+    let written = async {
+        if meta.schema.fields().len() != schema.fields().len() {
+            return Err(Error::InvalidArgument(format!(
+                "table {name} has {} columns but the upload has {}",
+                meta.schema.fields().len(),
+                schema.fields().len()
+            )));
+        }
+        let batches = Box::pin(futures::stream::iter(first.map(Ok)).chain(
+            stream.map_err(|e| Error::InvalidArgument(format!("reading the uploaded data: {e}"))),
+        ));
+        match &staged {
+            Some(staged) => engine.write_staged(&staged.meta, batches).await,
+            None => engine.write(&meta, batches).await,
+        }
     }
-    let batches = futures::stream::iter(first.map(Ok)).chain(
-        stream.map_err(|e| Error::InvalidArgument(format!("reading the uploaded data: {e}"))),
-    );
-    match engine.write(&meta, Box::pin(batches)).await {
-        Ok(rows) => Ok(rows as i64),
-        Err(e) => {
-            if created && let Err(drop_err) = engine.drop_table(&name, true).await {
-                tracing::error!(table = %name, "dropping table after failed ingest: {drop_err}");
-            }
+    .await;
+    match (written, staged) {
+        (Ok(rows), Some(staged)) => {
+            engine.publish(staged).await?;
+            Ok(rows as i64)
+        }
+        (Ok(rows), None) => Ok(rows as i64),
+        (Err(e), Some(staged)) => {
+            engine.discard(staged).await;
             Err(e)
         }
+        (Err(e), None) => Err(e),
     }
 }

@@ -28,6 +28,7 @@ pub mod server;
 pub mod service;
 pub mod shard_move;
 pub mod shell;
+pub mod staged;
 pub mod status;
 pub mod system;
 pub mod table;

@@ -289,7 +289,7 @@ impl DistributedPlanner<'_> {
         let meta = Arc::clone(&table.meta);
         let mut fragment = scan.clone();
         fragment.source = provider_as_source(Arc::new(ShardScanTable {
-            table: meta.name.clone(),
+            table: meta.storage.clone(),
             reference: meta.is_reference(),
             schema: Arc::clone(&meta.schema),
             files: table.files.clone(),

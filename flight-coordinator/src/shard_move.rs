@@ -11,24 +11,17 @@
 //! finished.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use futures::StreamExt;
-use parking_lot::Mutex;
+use futures::TryStreamExt;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use flight_worker::fragment::ShardScanTable;
-
-/// How long the old copy is kept for queries that still read it.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Extra time for clients that hold direct-endpoint tickets of the old copy.
-const TICKET_GRACE: Duration = Duration::from_secs(2);
 
 /// A parsed `ALTER TABLE ... MOVE SHARD` statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +138,7 @@ impl Engine {
             ))
         })?;
         let target = fsql_proto::ShardTarget {
-            table: m.table.clone(),
+            table: meta.storage.clone(),
             shard: m.shard,
             reference: false,
         };
@@ -179,15 +172,7 @@ impl Engine {
             "shard moved"
         );
         // Queries planned before the switch may still read the old copy.
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while Instant::now() < deadline {
-            let now = self.running_queries();
-            if !running.iter().any(|q| now.contains(q)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(TICKET_GRACE).await;
+        crate::staged::drained(&self.cancels(), &running).await;
         self.drop_replica(&from_url, &target).await;
         Ok(rows as i64)
     }
@@ -207,7 +192,7 @@ impl Engine {
         let scan = LogicalPlanBuilder::scan(
             meta.name.as_str(),
             provider_as_source(Arc::new(ShardScanTable {
-                table: meta.name.clone(),
+                table: meta.storage.clone(),
                 reference: false,
                 schema: Arc::clone(&meta.schema),
                 files: None,
@@ -220,28 +205,17 @@ impl Engine {
         let ticket =
             crate::gather::shard_ticket(&self.pool, &query_id, target.shard, &fragment, &schema);
         let source = self.pool.get(from_url, ticket).await?;
-        // The write takes batches only; a read error ends it and is
-        // reported here (the row counts would differ anyway).
-        let failed = Arc::new(Mutex::new(None));
-        let batches = {
-            let failed = Arc::clone(&failed);
-            source.scan((), move |(), b| {
-                futures::future::ready(match b {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        *failed.lock() = Some(e);
-                        None
-                    }
-                })
-            })
-        };
-        let written = self.pool.put(to_url, target.clone(), batches).await?;
-        if let Some(e) = failed.lock().take() {
-            return Err(Error::Unavailable(format!(
+        // A read error rolls the copy back.
+        let batches = source.map_err(|e| {
+            Error::Unavailable(format!(
                 "reading shard {} of {} from {from_url}: {e}",
-                target.shard, target.table
-            )));
-        }
+                target.shard, meta.name
+            ))
+        });
+        let written = self
+            .pool
+            .put(to_url, target.clone(), Arc::clone(&meta.schema), batches)
+            .await?;
         let count = |url: &str| {
             let target = target.clone();
             let url = url.to_string();
@@ -255,14 +229,15 @@ impl Engine {
             return Err(Error::Aborted(format!(
                 "shard {} of {} changed while it was copied ({before:?} rows at the source, \
                  {written} copied, {after:?} at the target); nothing was moved, retry",
-                target.shard, target.table
+                target.shard, meta.name
             )));
         }
         Ok(written)
     }
 
     async fn drop_replica(&self, url: &str, target: &fsql_proto::ShardTarget) {
-        if let Err(e) = self.drop_shard(url, target.clone()).await {
+        if let Err(e) = crate::engine::drop_shard(&self.pool, url.to_string(), target.clone()).await
+        {
             tracing::warn!(
                 table = %target.table,
                 shard = target.shard,

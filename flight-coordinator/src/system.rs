@@ -276,7 +276,7 @@ impl SystemTable {
                 for w in workers {
                     if let Some(url) = self.catalog.worker_url(w) {
                         by_worker.entry(url).or_default().push(ShardTarget {
-                            table: t.name.clone(),
+                            table: t.storage.clone(),
                             shard: shard as u32,
                             reference: t.is_reference(),
                         });
@@ -313,7 +313,7 @@ impl SystemTable {
         let mut bytes = Vec::new();
         for t in &tables {
             let per_shard: Option<Vec<Stat>> = (0..t.placement.len())
-                .map(|s| stats.get(&(t.name.clone(), s as u32)).copied())
+                .map(|s| stats.get(&(t.storage.clone(), s as u32)).copied())
                 .collect();
             let total = per_shard.map(|v| {
                 v.iter()
@@ -362,7 +362,7 @@ impl SystemTable {
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for t in &tables {
             for (s, holders) in t.placement.iter().enumerate() {
-                let stat = stats.get(&(t.name.clone(), s as u32));
+                let stat = stats.get(&(t.storage.clone(), s as u32));
                 table.push(Some(t.name.clone()));
                 shard.push(Some(s as i64));
                 workers.push(Some(holders.join(",")));

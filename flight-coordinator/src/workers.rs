@@ -2,19 +2,26 @@
 //! reads (DoGet) and shard writes (DoPut).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, SchemaAsIpc, Ticket};
 use bytes::Bytes;
 use fsql_proto::sign::Signer;
-use fsql_proto::{ShardTarget, WorkerRequest, worker_request};
+use fsql_proto::write_control::Step;
+use fsql_proto::{ShardTarget, WorkerRequest, WriteControl, WriteResult, worker_request};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{Error, Result};
@@ -187,34 +194,76 @@ impl WorkerPool {
             .stats)
     }
 
-    /// Appends a stream of batches to one shard replica; returns rows written.
+    /// Writes a stream of batches to one shard replica and commits;
+    /// returns the rows written. An error in `batches` rolls the write back
+    /// and is returned.
     pub async fn put(
         &self,
         url: &str,
         target: ShardTarget,
-        batches: impl Stream<Item = RecordBatch> + Send + 'static,
+        schema: SchemaRef,
+        batches: impl Stream<Item = Result<RecordBatch>>,
     ) -> Result<u64> {
+        let mut writer = self.open_write(url, target, schema)?;
+        futures::pin_mut!(batches);
+        while let Some(batch) = batches.next().await {
+            writer.send(batch?).await?;
+        }
+        writer.commit().await
+    }
+
+    /// Opens a two-phase write of one shard replica (see `ShardWrite` in
+    /// `fsql.proto`).
+    pub fn open_write(
+        &self,
+        url: &str,
+        target: ShardTarget,
+        schema: SchemaRef,
+    ) -> Result<ShardWriter> {
         let cmd = self.signed(worker_request::Request::Write(fsql_proto::ShardWrite {
             target: Some(target),
         }));
         let mut client = self.client(url)?;
+        let (batches, batch_rx) = mpsc::channel(4);
+        let (control, control_rx) = mpsc::channel(2);
+        let (reply_tx, replies) = mpsc::channel(2);
+        // The rows, then the control steps once the rows have ended.
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
-            .build(batches.map(Ok));
-        let results: Vec<_> = client
-            .do_put(data)
-            .await
-            .map_err(|e| worker_err(url, "write", e))?
-            .try_collect()
-            .await
-            .map_err(|e| worker_err(url, "write", e))?;
-        let mut rows = 0;
-        for r in results {
-            rows += fsql_proto::WriteResult::decode(r.app_metadata)
-                .map_err(|e| Error::Internal(format!("worker {url} sent a bad write result: {e}")))?
-                .rows;
-        }
-        Ok(rows)
+            .with_schema(Arc::clone(&schema))
+            .build(ReceiverStream::new(batch_rx).map(Ok))
+            .chain(ReceiverStream::new(control_rx).map(Ok));
+        let worker = url.to_string();
+        let task = tokio::spawn(crate::query_log::carry(async move {
+            let forwarded = async {
+                let mut results = client
+                    .do_put(data)
+                    .await
+                    .map_err(|e| worker_err(&worker, "write", e))?;
+                while let Some(result) = results.next().await {
+                    let result = result.map_err(|e| worker_err(&worker, "write", e))?;
+                    let result = WriteResult::decode(result.app_metadata).map_err(|e| {
+                        Error::Internal(format!("worker {worker} sent a bad write result: {e}"))
+                    })?;
+                    if reply_tx.send(Ok(result)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = forwarded {
+                let _ = reply_tx.send(Err(e)).await;
+            }
+        }));
+        Ok(ShardWriter {
+            schema: SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).into(),
+            url: url.to_string(),
+            batches: Some(batches),
+            control,
+            replies,
+            task,
+        })
     }
 
     /// Reads a shard fragment with a signed ticket.
@@ -224,5 +273,96 @@ impl WorkerPool {
             .do_get(Ticket::new(ticket))
             .await
             .map_err(|e| worker_err(url, "read", e))
+    }
+}
+
+/// One shard replica's write in progress: rows go in with
+/// [`ShardWriter::send`], then [`ShardWriter::prepare`] (every row is in the
+/// worker's open transaction) and [`ShardWriter::commit`]. Dropped before
+/// `commit`, the write is rolled back on the worker.
+pub struct ShardWriter {
+    /// The schema message that carries each write step.
+    schema: FlightData,
+    url: String,
+    /// `None` once the rows have ended.
+    batches: Option<mpsc::Sender<RecordBatch>>,
+    control: mpsc::Sender<FlightData>,
+    replies: mpsc::Receiver<Result<WriteResult>>,
+    task: JoinHandle<()>,
+}
+
+impl ShardWriter {
+    /// Sends rows; an error when the worker has stopped the write (its own
+    /// error when it gave one).
+    pub async fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        let sent = match &self.batches {
+            Some(tx) => tx.send(batch).await.is_ok(),
+            None => {
+                return Err(Error::Internal(format!(
+                    "rows sent after the write to {} was prepared",
+                    self.url
+                )));
+            }
+        };
+        if sent {
+            return Ok(());
+        }
+        Err(self.reply().await.err().unwrap_or_else(|| {
+            Error::Internal(format!("the write to worker {} stopped early", self.url))
+        }))
+    }
+
+    /// Ends the rows and waits until the worker holds them all in its open
+    /// transaction; returns their count.
+    pub async fn prepare(&mut self) -> Result<u64> {
+        let result = self.step(Step::Prepare).await?;
+        if result.committed {
+            return Err(Error::Internal(format!(
+                "worker {} committed a write it was asked to prepare",
+                self.url
+            )));
+        }
+        Ok(result.rows)
+    }
+
+    /// Commits the write (prepared or not); returns the rows written.
+    pub async fn commit(mut self) -> Result<u64> {
+        let result = self.step(Step::Commit).await?;
+        if !result.committed {
+            return Err(Error::Internal(format!(
+                "worker {} did not confirm the commit of a write",
+                self.url
+            )));
+        }
+        Ok(result.rows)
+    }
+
+    async fn step(&mut self, step: Step) -> Result<WriteResult> {
+        // Ends the row stream, so the control step follows the last row.
+        self.batches = None;
+        let message = self
+            .schema
+            .clone()
+            .with_app_metadata(WriteControl { step: step as i32 }.encode_to_vec());
+        // A closed channel means the write has ended: the reply says why.
+        let _ = self.control.send(message).await;
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> Result<WriteResult> {
+        match self.replies.recv().await {
+            Some(reply) => reply,
+            None => Err(Error::Unavailable(format!(
+                "the write to worker {} ended without an answer",
+                self.url
+            ))),
+        }
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        // Ends the DoPut without COMMIT: the worker rolls back.
+        self.task.abort();
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::decode::{DecodedFlightData, DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
@@ -30,7 +30,8 @@ use arrow_flight::{
 use duckdb::{Connection, InterruptHandle};
 use fsql_proto::sign::Signer;
 use fsql_proto::worker_request::Request as WorkerCommand;
-use fsql_proto::{ShardStatsResponse, ShardTicket, WorkerRequest, WriteResult};
+use fsql_proto::write_control::Step;
+use fsql_proto::{ShardStatsResponse, ShardTicket, WorkerRequest, WriteControl, WriteResult};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -247,19 +248,31 @@ impl WorkerService {
             .await
     }
 
+    /// Runs a two-phase shard write (see `ShardWrite` in `fsql.proto`):
+    /// the prepared reply goes to `replies` as soon as the rows are in the
+    /// open transaction; returns the rows once committed.
     async fn put(
         &self,
         first: FlightData,
         target: fsql_proto::ShardTarget,
         input: Streaming<FlightData>,
+        replies: mpsc::Sender<Result<PutResult, Status>>,
     ) -> Result<u64> {
         let (tx, mut rx) = mpsc::channel(BATCH_CHANNEL);
-        let writer =
-            self.blocking(move |conn| storage::append(conn, &target, || rx.blocking_recv()));
+        let writer = self.blocking(move |conn| {
+            storage::append(
+                conn,
+                &target,
+                || rx.blocking_recv(),
+                // The coordinator waits for this reply; if it went away,
+                // the missing COMMIT rolls the write back.
+                |rows| drop(replies.blocking_send(Ok(write_result(rows, false)))),
+            )
+        });
         let data =
             stream::once(futures::future::ready(Ok(first))).chain(input.map_err(FlightError::from));
-        let batches = FlightRecordBatchStream::new_from_flight_data(data);
-        let (written, fed) = tokio::join!(writer, feed(batches, tx, self.abort.clone()));
+        let messages = FlightDataDecoder::new(data);
+        let (written, fed) = tokio::join!(writer, feed(messages, tx, self.abort.clone()));
         // A broken input stream explains a rolled-back write best.
         fed?;
         written
@@ -384,11 +397,19 @@ fn query_id<T>(request: &Request<T>) -> String {
     id.chars().take(MAX_QUERY_ID).collect()
 }
 
-/// Reads record batches from a DoPut stream into the appender's channel.
-/// Ends with `Commit` when the client finished; returns early (without
-/// `Commit`, so the write rolls back) on a broken stream or a shutdown.
+/// The `PutResult` of a write step.
+fn write_result(rows: u64, committed: bool) -> PutResult {
+    PutResult {
+        app_metadata: WriteResult { rows, committed }.encode_to_vec().into(),
+    }
+}
+
+/// Reads a DoPut stream into the appender's channel: record batches, and
+/// the `WriteControl` steps carried by data-less messages. Returns after
+/// `Commit`; returns early (without `Commit`, so the write rolls back) when
+/// the stream ends or breaks first, or on a shutdown.
 async fn feed(
-    mut batches: FlightRecordBatchStream,
+    mut messages: FlightDataDecoder,
     tx: mpsc::Sender<AppendMessage>,
     abort: CancellationToken,
 ) -> Result<()> {
@@ -402,20 +423,45 @@ async fn feed(
             }
             // The appender stopped: its error tells why.
             () = tx.closed() => return Ok(()),
-            next = batches.next() => next,
+            next = messages.next() => next,
         };
-        match next {
-            Some(Ok(batch)) => {
-                if tx.send(AppendMessage::Batch(batch)).await.is_err() {
-                    return Ok(());
+        let message = match next {
+            Some(Ok(DecodedFlightData {
+                payload: DecodedPayload::RecordBatch(batch),
+                ..
+            })) => AppendMessage::Batch(batch),
+            // A step rides on a schema message (the decoder takes nothing
+            // else without data).
+            Some(Ok(DecodedFlightData {
+                payload: DecodedPayload::Schema(_) | DecodedPayload::None,
+                inner,
+            })) => {
+                if inner.app_metadata.is_empty() {
+                    continue;
+                }
+                let control = WriteControl::decode(inner.app_metadata).map_err(|e| {
+                    Error::BadRequest(format!("malformed WriteControl in a shard write: {e}"))
+                })?;
+                match control.step() {
+                    Step::Prepare => AppendMessage::Prepare,
+                    Step::Commit => {
+                        // If the appender already stopped, its error is reported.
+                        let _ = tx.send(AppendMessage::Commit).await;
+                        return Ok(());
+                    }
+                    Step::Unspecified => {
+                        return Err(Error::BadRequest(
+                            "WriteControl without a step (PREPARE or COMMIT)".into(),
+                        ));
+                    }
                 }
             }
             Some(Err(e)) => return Err(Error::Input(e)),
-            None => {
-                // If the appender already stopped, its error is reported.
-                let _ = tx.send(AppendMessage::Commit).await;
-                return Ok(());
-            }
+            // Ended without COMMIT: dropping `tx` rolls the write back.
+            None => return Ok(()),
+        };
+        if tx.send(message).await.is_err() {
+            return Ok(());
         }
     }
 }
@@ -671,17 +717,26 @@ impl FlightService for WorkerService {
         };
         let table = storage::table_name(&target)?;
         let span = tracing::info_span!("do_put", query_id = %query_id, table = %table);
-        async move {
-            let rows = self.put(first, target, input).await.map_err(Status::from)?;
-            self.metrics.rows_written.inc_by(rows);
-            tracing::info!(rows, "append committed");
-            let result = PutResult {
-                app_metadata: WriteResult { rows }.encode_to_vec().into(),
-            };
-            Ok(Response::new(stream::once(async { Ok(result) }).boxed()))
-        }
-        .instrument(span)
-        .await
+        // The replies stream while the client is still sending (the
+        // prepared reply comes before the client's COMMIT).
+        let (replies, rx) = mpsc::channel(2);
+        let service = self.clone();
+        self.tasks.spawn(
+            async move {
+                let reply = match service.put(first, target, input, replies.clone()).await {
+                    Ok(rows) => {
+                        service.metrics.rows_written.inc_by(rows);
+                        tracing::info!(rows, "append committed");
+                        Ok(write_result(rows, true))
+                    }
+                    Err(e) => Err(Status::from(e)),
+                };
+                // Nobody listening: the client went away.
+                let _ = replies.send(reply).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx).boxed()))
     }
 
     async fn do_exchange(

@@ -615,18 +615,24 @@ pub fn shard_stats(conn: &Connection, target: &ShardTarget) -> Result<ShardStat>
 pub enum AppendMessage {
     /// Rows to append.
     Batch(RecordBatch),
-    /// The client finished: commit.
+    /// The client sent every row: append them all into the open
+    /// transaction (errors surface here) and report the count.
+    Prepare,
+    /// The client decided: commit.
     Commit,
 }
 
 /// Appends every batch from `input` to the shard table of `target` in one
-/// transaction, committed when [`AppendMessage::Commit`] arrives. Any
-/// error, or `input` closing without `Commit`, rolls everything back.
-/// Returns the number of rows written.
+/// transaction, committed when [`AppendMessage::Commit`] arrives. On
+/// [`AppendMessage::Prepare`] the rows are flushed into the transaction and
+/// `prepared` is called with their count. Any error, or `input` closing
+/// without `Commit`, rolls everything back. Returns the number of rows
+/// written.
 pub fn append(
     conn: &Connection,
     target: &ShardTarget,
     next: impl FnMut() -> Option<AppendMessage>,
+    prepared: impl FnMut(u64),
 ) -> Result<u64> {
     let table = table_name(target)?;
     if !table_exists(conn, &table)? {
@@ -635,7 +641,7 @@ pub fn append(
     let schema = table_schema(conn, &table)?;
     conn.execute_batch("BEGIN TRANSACTION")
         .map_err(Error::duckdb("starting the append transaction"))?;
-    match append_all(conn, &table, &schema, next) {
+    match append_all(conn, &table, &schema, next, prepared) {
         Ok(rows) => {
             conn.execute_batch("COMMIT")
                 .map_err(Error::duckdb(format!("committing the append to {table}")))?;
@@ -650,21 +656,27 @@ pub fn append(
     }
 }
 
-/// The body of [`append`], inside its transaction. The appender is dropped
-/// (and flushed into the transaction) before the caller commits or rolls
-/// back.
+/// The body of [`append`], inside its transaction. The appender is flushed
+/// (and dropped) before the caller commits or rolls back.
 fn append_all(
     conn: &Connection,
     table: &str,
     schema: &SchemaRef,
     mut next: impl FnMut() -> Option<AppendMessage>,
+    mut prepared: impl FnMut(u64),
 ) -> Result<u64> {
     let mut appender = conn
         .appender(table)
         .map_err(Error::duckdb(format!("opening an appender on {table}")))?;
     let mut rows = 0u64;
+    let mut flushed = false;
     loop {
         match next() {
+            Some(AppendMessage::Batch(_)) if flushed => {
+                return Err(Error::BadRequest(format!(
+                    "the write to {table} sent rows after PREPARE; nothing was written"
+                )));
+            }
             Some(AppendMessage::Batch(batch)) => {
                 if batch.num_rows() == 0 {
                     continue;
@@ -675,6 +687,13 @@ fn append_all(
                     .append_record_batch(batch)
                     .map_err(Error::duckdb(format!("appending to {table}")))?;
             }
+            Some(AppendMessage::Prepare) => {
+                appender
+                    .flush()
+                    .map_err(Error::duckdb(format!("appending to {table}")))?;
+                flushed = true;
+                prepared(rows);
+            }
             Some(AppendMessage::Commit) => {
                 appender
                     .flush()
@@ -683,7 +702,7 @@ fn append_all(
             }
             None => {
                 return Err(Error::Cancelled(format!(
-                    "the write to {table} was cut off before the client finished; nothing was written"
+                    "the write to {table} ended before the client committed it; nothing was written"
                 )));
             }
         }
@@ -1139,7 +1158,7 @@ mod tests {
         ));
         let batch = RecordBatch::try_new(input_schema, columns).unwrap();
         let mut input = vec![AppendMessage::Batch(batch), AppendMessage::Commit].into_iter();
-        assert_eq!(append(&conn, &t, || input.next()).unwrap(), 2);
+        assert_eq!(append(&conn, &t, || input.next(), |_| {}).unwrap(), 2);
 
         let mut got = Vec::new();
         run_query(
@@ -1219,11 +1238,18 @@ mod tests {
             AppendMessage::Commit,
         ]
         .into_iter();
-        assert_eq!(append(&conn, &t, || input.next()).unwrap(), 4003);
+        assert_eq!(append(&conn, &t, || input.next(), |_| {}).unwrap(), 4003);
 
         // Cut off before Commit: nothing lands.
         let mut input = vec![AppendMessage::Batch(batch(10))].into_iter();
-        let err = append(&conn, &t, || input.next()).unwrap_err();
+        let err = append(&conn, &t, || input.next(), |_| {}).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Cancelled);
+
+        // Prepared (the count is reported), then cut off: nothing lands.
+        let mut input = vec![AppendMessage::Batch(batch(7)), AppendMessage::Prepare].into_iter();
+        let mut prepared = None;
+        let err = append(&conn, &t, || input.next(), |rows| prepared = Some(rows)).unwrap_err();
+        assert_eq!(prepared, Some(7));
         assert_eq!(err.code(), tonic::Code::Cancelled);
 
         // A null in a NOT NULL column: nothing of the write lands.
@@ -1244,7 +1270,7 @@ mod tests {
             AppendMessage::Commit,
         ]
         .into_iter();
-        let err = append(&conn, &t, || input.next()).unwrap_err();
+        let err = append(&conn, &t, || input.next(), |_| {}).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 
         let stat = shard_stats(&conn, &t).unwrap();

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, SchemaAsIpc, Ticket};
 use bytes::Bytes;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -22,7 +23,7 @@ use fsql_proto::sign::Signer;
 use fsql_proto::worker_request::Request as Command;
 use fsql_proto::{
     CreateShard, DropShard, ShardStat, ShardStatsRequest, ShardStatsResponse, ShardTarget,
-    ShardTicket, ShardWrite, WorkerRequest, WriteResult,
+    ShardTicket, ShardWrite, WorkerRequest, WriteControl, WriteResult, write_control::Step,
 };
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -153,7 +154,18 @@ async fn put(
     put_as(client, t, schema, batches).await
 }
 
-/// Writes `batches` with the stream schema `schema`, as a client would.
+/// The message carrying a write step: a schema message with the step as
+/// its app_metadata.
+fn control(step: Step) -> FlightData {
+    FlightData::from(SchemaAsIpc::new(
+        &table_schema(),
+        &IpcWriteOptions::default(),
+    ))
+    .with_app_metadata(WriteControl { step: step as i32 }.encode_to_vec())
+}
+
+/// Writes `batches` with the stream schema `schema` and commits, as the
+/// coordinator does for a single replica.
 async fn put_as(
     client: &mut FlightClient,
     t: &ShardTarget,
@@ -166,12 +178,13 @@ async fn put_as(
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(descriptor))
         .with_schema(schema)
-        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .chain(futures::stream::once(async { Ok(control(Step::Commit)) }));
     let results: Vec<_> = client.do_put(data).await?.try_collect().await?;
     assert_eq!(results.len(), 1);
-    Ok(WriteResult::decode(results[0].app_metadata.clone())
-        .unwrap()
-        .rows)
+    let result = WriteResult::decode(results[0].app_metadata.clone()).unwrap();
+    assert!(result.committed);
+    Ok(result.rows)
 }
 
 /// A ticket scanning shard `t` of table `table`, expecting `expected`.
@@ -297,6 +310,83 @@ async fn create_put_stats_drop() {
         // Writing to a missing shard is NOT_FOUND.
         let err = put(&mut c, &t, vec![batch(0, 1)]).await.unwrap_err();
         assert_eq!(code(&err), Code::NotFound, "{err}");
+        worker.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn put_needs_commit() {
+    with_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = start(dir.path()).await;
+        let mut c = client(&worker).await;
+        let t = target("events", 0);
+        create(&mut c, &t, &table_schema()).await.unwrap();
+        let descriptor = || {
+            Some(FlightDescriptor::new_cmd(signed(Command::Write(
+                ShardWrite {
+                    target: Some(t.clone()),
+                },
+            ))))
+        };
+
+        // Rows, then a clean end of the stream without COMMIT (a
+        // coordinator giving up on the statement): nothing lands.
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(descriptor())
+            .build(futures::stream::iter(vec![Ok(batch(0, 100))]));
+        let err = c
+            .do_put(data)
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), Code::Cancelled, "{err}");
+        assert_eq!(stats(&mut c, std::slice::from_ref(&t)).await[0].rows, 0);
+
+        // PREPARE is answered with the rows held, still invisible; the end
+        // of the stream without COMMIT rolls them back.
+        let (mut tx, rx) = futures::channel::mpsc::channel(4);
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(descriptor())
+            .build(futures::stream::iter(vec![
+                Ok(batch(0, 100)),
+                Ok(batch(100, 250)),
+            ]))
+            .chain(rx.map(Ok));
+        let mut replies = c.do_put(data).await.unwrap();
+        futures::SinkExt::send(&mut tx, control(Step::Prepare))
+            .await
+            .unwrap();
+        let prepared =
+            WriteResult::decode(replies.next().await.unwrap().unwrap().app_metadata).unwrap();
+        assert_eq!((prepared.rows, prepared.committed), (250, false));
+        assert_eq!(stats(&mut c, std::slice::from_ref(&t)).await[0].rows, 0);
+        drop(tx);
+        let err = replies.next().await.unwrap().unwrap_err();
+        assert_eq!(code(&err), Code::Cancelled, "{err}");
+        assert_eq!(stats(&mut c, std::slice::from_ref(&t)).await[0].rows, 0);
+
+        // PREPARE then COMMIT: the rows land.
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(descriptor())
+            .build(futures::stream::iter(vec![Ok(batch(0, 40))]))
+            .chain(futures::stream::iter(vec![
+                Ok(control(Step::Prepare)),
+                Ok(control(Step::Commit)),
+            ]));
+        let replies: Vec<_> = c.do_put(data).await.unwrap().try_collect().await.unwrap();
+        let replies: Vec<_> = replies
+            .into_iter()
+            .map(|r| {
+                let r = WriteResult::decode(r.app_metadata).unwrap();
+                (r.rows, r.committed)
+            })
+            .collect();
+        assert_eq!(replies, vec![(40, false), (40, true)]);
+        assert_eq!(stats(&mut c, std::slice::from_ref(&t)).await[0].rows, 40);
         worker.shutdown().await;
     })
     .await;

@@ -108,6 +108,7 @@ fn table(name: &str, shards: u32) -> TableRecord {
                 workers: vec![format!("w{s}")],
             })
             .collect(),
+        storage: String::new(),
     }
 }
 

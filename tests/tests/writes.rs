@@ -197,3 +197,135 @@ async fn transactions_are_refused_not_ignored() {
     assert_eq!(count(&mut cl, "t").await, 0);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_write_leaves_nothing() {
+    let cluster = TestCluster::start(3).await;
+    let mut cl = cluster.client().await;
+    // 20,000 rows over three shards, one of which cannot be read as an
+    // integer.
+    let src = vec![rows(0, 10_000, None), rows(10_000, 20_000, Some(17_777))];
+    let cmd = ingest_cmd("src", TableExistsOption::Fail);
+    assert_eq!(ingest(&mut cl, cmd, src).await.unwrap(), 20_000);
+
+    // INSERT ... SELECT failing on one row: none of its rows land, on any
+    // shard.
+    cl.update("CREATE TABLE dst (k BIGINT, v INTEGER) WITH (distribution = 'hash(k)')")
+        .await
+        .unwrap();
+    cl.update("INSERT INTO dst VALUES (-1, -1)").await.unwrap();
+    let err = cl
+        .update("INSERT INTO dst SELECT k, CAST(s AS INTEGER) FROM src")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("oops"), "{err}");
+    assert_eq!(count(&mut cl, "dst").await, 1);
+
+    // CREATE TABLE AS failing likewise: no table.
+    let err = cl
+        .update("CREATE TABLE dst2 AS SELECT k, CAST(s AS INTEGER) AS v FROM src")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("oops"), "{err}");
+    let err = cl.query("SELECT * FROM dst2").await.unwrap_err();
+    assert!(err.message().contains("dst2"), "{err}");
+
+    // An ingest creating its table, failing on its second batch (a column
+    // more than the first): no table.
+    let wide = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("extra", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(StringArray::from(vec!["1"])),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
+    )
+    .unwrap();
+    let cmd = ingest_cmd("fresh", TableExistsOption::Fail);
+    let err = ingest_reshaped(&cl.url, cmd, vec![rows(0, 5000, None)], vec![wide])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let err = cl.query("SELECT * FROM fresh").await.unwrap_err();
+    assert!(err.message().contains("fresh"), "{err}");
+
+    // The cluster still takes writes to all of them.
+    cl.update("INSERT INTO dst SELECT k, CAST(k AS INTEGER) FROM src WHERE k < 100")
+        .await
+        .unwrap();
+    assert_eq!(count(&mut cl, "dst").await, 101);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_replace_keeps_the_old_table() {
+    let cluster = TestCluster::start(2).await;
+    let mut cl = cluster.client().await;
+    let cmd = ingest_cmd("src", TableExistsOption::Fail);
+    let src = vec![rows(0, 3000, Some(2999))];
+    assert_eq!(ingest(&mut cl, cmd, src).await.unwrap(), 3000);
+    cl.update("CREATE TABLE r (k BIGINT, s VARCHAR) WITH (distribution = 'hash(k)')")
+        .await
+        .unwrap();
+    cl.update("INSERT INTO r VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+
+    // CREATE OR REPLACE TABLE ... AS a query that fails: r as it was.
+    let err = cl
+        .update("CREATE OR REPLACE TABLE r AS SELECT k, CAST(s AS INTEGER) AS s FROM src")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("oops"), "{err}");
+    assert_eq!(count(&mut cl, "r").await, 3);
+
+    // Ingest in replace mode whose upload fails: r as it was.
+    let wide = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("extra", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![9])),
+            Arc::new(StringArray::from(vec!["9"])),
+            Arc::new(Int64Array::from(vec![9])),
+        ],
+    )
+    .unwrap();
+    let cmd = ingest_cmd("r", TableExistsOption::Replace);
+    let err = ingest_reshaped(&cl.url, cmd, vec![rows(100, 200, None)], vec![wide])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert_eq!(count(&mut cl, "r").await, 3);
+    let kept = cl.query("SELECT s FROM r ORDER BY k").await.unwrap();
+    let kept: Vec<&str> = kept[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(kept, ["a", "b", "c"]);
+
+    // Replaces that succeed swap the whole table.
+    let replaced = cl
+        .update("CREATE OR REPLACE TABLE r AS SELECT k, s FROM src WHERE k < 10")
+        .await
+        .unwrap();
+    assert_eq!(replaced, 10);
+    assert_eq!(count(&mut cl, "r").await, 10);
+    let cmd = ingest_cmd("r", TableExistsOption::Replace);
+    assert_eq!(
+        ingest(&mut cl, cmd, vec![rows(0, 5, None)]).await.unwrap(),
+        5
+    );
+    assert_eq!(count(&mut cl, "r").await, 5);
+    cl.update("INSERT INTO r VALUES (7, 'x')").await.unwrap();
+    assert_eq!(count(&mut cl, "r").await, 6);
+    cluster.stop().await;
+}
