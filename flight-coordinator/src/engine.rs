@@ -1119,18 +1119,25 @@ impl Engine {
             replicas,
             placement,
         };
+        self.create_shards(&meta).await?;
+        Ok(meta)
+    }
+
+    /// Creates every (empty) shard replica of `meta` on its worker; on an
+    /// error drops the ones created.
+    pub(crate) async fn create_shards(&self, meta: &TableMeta) -> Result<()> {
         let schema_bytes = fsql_proto::ipc::schema_to_bytes(&meta.schema)?;
         let created = futures::future::join_all(
-            self.write_targets(&meta)?
+            self.write_targets(meta)?
                 .into_iter()
                 .map(|(target, url)| self.fresh_shard(url, target, schema_bytes.clone())),
         )
         .await;
         if let Some(err) = created.into_iter().find_map(|r| r.err()) {
-            self.drop_shards(&meta).await;
+            self.drop_shards(meta).await;
             return Err(err);
         }
-        Ok(meta)
+        Ok(())
     }
 
     /// Every replica of every shard with its worker's URL; an error naming
@@ -1202,8 +1209,14 @@ impl Engine {
                 }
                 Ok(total as i64)
             }
+            // DELETE without WHERE is TRUNCATE.
+            WriteOp::Truncate => self.truncate(&name).await,
+            WriteOp::Delete if matches!(dml.input.as_ref(), LogicalPlan::TableScan(_)) => {
+                self.truncate(&name).await
+            }
             other => Err(Error::Unsupported(format!(
-                "{other} is not supported yet; tables accept INSERT, CREATE TABLE AS and DROP"
+                "{other} is not supported yet; tables accept INSERT, CREATE TABLE AS, TRUNCATE, \
+                 DELETE without WHERE and DROP"
             ))),
         }
     }

@@ -149,6 +149,59 @@ impl Engine {
         Ok(StagedTable { meta, replaces })
     }
 
+    /// Empties a table (`TRUNCATE`, `DELETE` without `WHERE`): an empty
+    /// staged copy with the same placement replaces it in one catalog
+    /// write, so every shard and replica is emptied at once or not at all.
+    /// Returns the rows deleted.
+    pub async fn truncate(&self, name: &str) -> Result<i64> {
+        // Writes through this coordinator finish first and wait for it.
+        let lock = self.table_lock(name);
+        let _writes_wait = lock.write().await;
+        let (meta, revision) = self
+            .catalog
+            .revision(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("table {name} does not exist")))?;
+        let rows = self.row_count(&meta).await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let empty = TableMeta {
+            storage: format!("{name}__v{}", &id[..12]),
+            ..meta.clone()
+        };
+        self.create_shards(&empty).await?;
+        self.publish(StagedTable {
+            meta: empty,
+            replaces: Some((meta, revision)),
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// The rows of a table: one live replica's count per shard.
+    async fn row_count(&self, meta: &TableMeta) -> Result<i64> {
+        let mut by_worker: std::collections::BTreeMap<String, Vec<fsql_proto::ShardTarget>> =
+            Default::default();
+        let mut counted = vec![false; meta.placement.len()];
+        for (target, url) in crate::engine::replica_targets(&self.catalog, meta, false)? {
+            if !std::mem::replace(&mut counted[target.shard as usize], true) {
+                by_worker.entry(url).or_default().push(target);
+            }
+        }
+        if let Some(shard) = counted.iter().position(|c| !c) {
+            return Err(Error::Unavailable(format!(
+                "shard {shard} of table {} has no live replica; retry when its worker is back",
+                meta.name
+            )));
+        }
+        let mut rows = 0;
+        for (url, targets) in by_worker {
+            for stat in self.pool.shard_stats(&url, targets).await? {
+                rows += stat.rows as i64;
+            }
+        }
+        Ok(rows)
+    }
+
     /// Writes batches into a staged table (no one else knows it, so there
     /// is no lock to take and no placement to read again).
     pub async fn write_staged(

@@ -329,3 +329,58 @@ async fn a_failing_replace_keeps_the_old_table() {
     assert_eq!(count(&mut cl, "r").await, 6);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncate_empties_every_shard_and_replica() {
+    let cluster = TestCluster::start(3).await;
+    let mut cl = cluster.client().await;
+    cl.update("CREATE TABLE t (k BIGINT, s VARCHAR) WITH (distribution = 'hash(k)', replicas = 2)")
+        .await
+        .unwrap();
+    let cmd = ingest_cmd("t", TableExistsOption::Append);
+    assert_eq!(
+        ingest(&mut cl, cmd, vec![rows(0, 1000, None)])
+            .await
+            .unwrap(),
+        1000
+    );
+    let shards_of = |batches: &[RecordBatch]| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let before = cl
+        .query("SELECT count(*) FROM system.shards WHERE \"table\" = 't'")
+        .await
+        .unwrap();
+
+    // TRUNCATE reports the rows it deleted, like DuckDB.
+    assert_eq!(cl.update("TRUNCATE t").await.unwrap(), 1000);
+    assert_eq!(count(&mut cl, "t").await, 0);
+    // Every shard is empty, the placement unchanged.
+    let after = cl
+        .query("SELECT rows FROM system.shards WHERE \"table\" = 't'")
+        .await
+        .unwrap();
+    assert_eq!(shards_of(&after).len() as i64, shards_of(&before)[0]);
+    assert!(shards_of(&after).iter().all(|r| *r == 0), "{after:?}");
+
+    // The table takes writes again; DELETE without WHERE is TRUNCATE.
+    cl.update("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    assert_eq!(count(&mut cl, "t").await, 3);
+    assert_eq!(cl.update("DELETE FROM t").await.unwrap(), 3);
+    assert_eq!(count(&mut cl, "t").await, 0);
+    assert_eq!(cl.update("TRUNCATE TABLE t").await.unwrap(), 0);
+
+    // What is not supported yet is refused, and changes nothing.
+    cl.update("INSERT INTO t VALUES (1, 'a')").await.unwrap();
+    let err = cl.update("DELETE FROM t WHERE k = 1").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err}");
+    assert_eq!(count(&mut cl, "t").await, 1);
+    let err = cl.update("TRUNCATE missing").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    cluster.stop().await;
+}
