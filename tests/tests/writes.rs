@@ -57,6 +57,23 @@ fn rows(from: i64, to: i64, bad: Option<i64>) -> RecordBatch {
     .unwrap()
 }
 
+/// One `(k, s, extra)` row: a column more than [`rows`].
+fn wide_row(k: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("extra", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![k])),
+            Arc::new(StringArray::from(vec![k.to_string()])),
+            Arc::new(Int64Array::from(vec![k])),
+        ],
+    )
+    .unwrap()
+}
+
 fn ingest_cmd(table: &str, if_exists: TableExistsOption) -> CommandStatementIngest {
     CommandStatementIngest {
         table: table.to_string(),
@@ -232,19 +249,7 @@ async fn a_failing_write_leaves_nothing() {
 
     // An ingest creating its table, failing on its second batch (a column
     // more than the first): no table.
-    let wide = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("s", DataType::Utf8, true),
-            Field::new("extra", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(vec![1])),
-            Arc::new(StringArray::from(vec!["1"])),
-            Arc::new(Int64Array::from(vec![1])),
-        ],
-    )
-    .unwrap();
+    let wide = wide_row(1);
     let cmd = ingest_cmd("fresh", TableExistsOption::Fail);
     let err = ingest_reshaped(&cl.url, cmd, vec![rows(0, 5000, None)], vec![wide])
         .await
@@ -284,19 +289,7 @@ async fn a_failing_replace_keeps_the_old_table() {
     assert_eq!(count(&mut cl, "r").await, 3);
 
     // Ingest in replace mode whose upload fails: r as it was.
-    let wide = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("s", DataType::Utf8, true),
-            Field::new("extra", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(vec![9])),
-            Arc::new(StringArray::from(vec!["9"])),
-            Arc::new(Int64Array::from(vec![9])),
-        ],
-    )
-    .unwrap();
+    let wide = wide_row(9);
     let cmd = ingest_cmd("r", TableExistsOption::Replace);
     let err = ingest_reshaped(&cl.url, cmd, vec![rows(100, 200, None)], vec![wide])
         .await
