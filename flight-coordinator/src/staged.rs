@@ -141,8 +141,7 @@ impl Engine {
         replicas: Option<u32>,
         replaces: Option<(TableMeta, u64)>,
     ) -> Result<StagedTable> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let storage = format!("{name}__v{}", &id[..12]);
+        let storage = fresh_storage(name);
         let meta = self
             .place_table(name, &storage, schema, distribution, shards, replicas)
             .await?;
@@ -163,9 +162,8 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::NotFound(format!("table {name} does not exist")))?;
         let rows = self.row_count(&meta).await?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let empty = TableMeta {
-            storage: format!("{name}__v{}", &id[..12]),
+            storage: fresh_storage(name),
             ..meta.clone()
         };
         self.create_shards(&empty).await?;
@@ -269,6 +267,12 @@ impl Engine {
             }
         });
     }
+}
+
+/// A storage name for a new copy of table `name`: `<name>__v<id>`.
+fn fresh_storage(name: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{name}__v{}", &id[..12])
 }
 
 /// Waits (at most [`DRAIN_TIMEOUT`], then [`TICKET_GRACE`]) until none of the
